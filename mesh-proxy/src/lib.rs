@@ -1,1 +1,3 @@
-//! placeholder
+//! mesh-proxy: the data plane of the mesh.
+
+pub mod config;
