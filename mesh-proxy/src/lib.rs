@@ -1,3 +1,16 @@
-//! mesh-proxy: the data plane of the mesh.
+//! mesh-proxy: the data plane of the mesh — sidecar and edge proxy for
+//! HTTP/1.1, HTTP/2 and raw TCP.
+//!
+//! Modules, top to bottom (dependencies point downward only): `app` wires
+//! everything; `listener` accepts connections; `router` matches routes and
+//! applies per-route policy; `cluster` picks endpoints and pools upstream
+//! connections; `body` streams request bodies with their limits; `config`
+//! parses and validates; `telemetry` logs.
 
+pub mod app;
+pub mod body;
+pub mod cluster;
 pub mod config;
+pub mod listener;
+pub mod router;
+pub mod telemetry;

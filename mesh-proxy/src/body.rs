@@ -1,0 +1,168 @@
+//! Request bodies on their way upstream.
+//!
+//! The downstream body is streamed, never buffered whole: frames are passed
+//! on as hyper polls for them, so a slow upstream slows the client (TCP
+//! backpressure) instead of growing memory. This module adds the two limits
+//! that a stream needs: the body idle timeout (no bytes for
+//! `body_idle_timeout` → 408) and the maximum body size (→ 413).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use tokio::time::{Instant, Sleep};
+
+/// Why a downstream body stopped before its end.
+/// The classification of a [`BodyError`], kept where the error itself
+/// cannot be (it is consumed by hyper).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyErrorKind {
+    IdleTimeout,
+    TooLarge,
+    Downstream,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BodyError {
+    #[error("no request body bytes for {0:?}")]
+    IdleTimeout(Duration),
+    #[error("request body larger than {0} bytes")]
+    TooLarge(u64),
+    #[error("downstream body error")]
+    Downstream(#[source] hyper::Error),
+}
+
+/// The downstream request body with the idle timeout and size limit applied.
+///
+/// `Unpin` (the HTTP/2 client requires it): the idle timer is boxed, and
+/// only created the first time the body has to wait for bytes, so bodies
+/// that arrive with their headers never allocate one.
+pub struct DownstreamBody {
+    inner: Incoming,
+    idle: Option<Pin<Box<Sleep>>>,
+    idle_timeout: Duration,
+    last_data: Instant,
+    received: u64,
+    max_bytes: u64,
+}
+
+impl BodyError {
+    pub fn kind(&self) -> BodyErrorKind {
+        match self {
+            BodyError::IdleTimeout(_) => BodyErrorKind::IdleTimeout,
+            BodyError::TooLarge(_) => BodyErrorKind::TooLarge,
+            BodyError::Downstream(_) => BodyErrorKind::Downstream,
+        }
+    }
+}
+
+impl DownstreamBody {
+    /// `max_bytes == 0` means unlimited.
+    pub fn new(inner: Incoming, idle_timeout: Duration, max_bytes: u64) -> Self {
+        Self {
+            inner,
+            idle: None,
+            idle_timeout,
+            last_data: Instant::now(),
+            received: 0,
+            max_bytes,
+        }
+    }
+}
+
+impl Body for DownstreamBody {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        let this = self.get_mut();
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    this.received += data.len() as u64;
+                    if this.max_bytes > 0 && this.received > this.max_bytes {
+                        return Poll::Ready(Some(Err(BodyError::TooLarge(this.max_bytes))));
+                    }
+                }
+                // Re-arming a timer per frame costs more than a clock read;
+                // the timer is moved only when it fires (below).
+                this.last_data = Instant::now();
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(BodyError::Downstream(e)))),
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => {
+                let deadline = this.last_data + this.idle_timeout;
+                let idle = this.idle.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+                loop {
+                    ready!(idle.as_mut().poll(cx));
+                    let deadline = this.last_data + this.idle_timeout;
+                    if deadline <= Instant::now() {
+                        return Poll::Ready(Some(Err(BodyError::IdleTimeout(this.idle_timeout))));
+                    }
+                    idle.as_mut().reset(deadline);
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// What the proxy sends upstream: nothing, a buffered body, or the
+/// streamed downstream body. An enum rather than a boxed body, so the
+/// common cases allocate nothing.
+pub enum RequestBody {
+    Empty,
+    Full { data: Option<Bytes> },
+    Stream { body: DownstreamBody },
+}
+
+impl RequestBody {
+    pub fn full(data: Bytes) -> Self {
+        RequestBody::Full { data: Some(data) }
+    }
+
+    pub fn stream(body: DownstreamBody) -> Self {
+        RequestBody::Stream { body }
+    }
+}
+
+impl Body for RequestBody {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        match self.get_mut() {
+            RequestBody::Empty => Poll::Ready(None),
+            RequestBody::Full { data } => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
+            RequestBody::Stream { body } => Pin::new(body).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            RequestBody::Empty => true,
+            RequestBody::Full { data } => data.is_none(),
+            RequestBody::Stream { body } => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            RequestBody::Empty => SizeHint::with_exact(0),
+            RequestBody::Full { data } => SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64)),
+            RequestBody::Stream { body } => body.size_hint(),
+        }
+    }
+}

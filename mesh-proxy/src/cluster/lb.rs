@@ -1,0 +1,137 @@
+//! Load balancers over an endpoint snapshot. Each is a pure function of the
+//! snapshot and atomics, so picking never locks.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use super::Endpoint;
+
+fn usable(e: &Endpoint, avoid: Option<SocketAddr>) -> bool {
+    e.is_available() && Some(e.addr) != avoid
+}
+
+/// First usable endpoint scanning from `start`; falls back to the avoided
+/// one when it is the only available endpoint.
+fn scan(endpoints: &[Arc<Endpoint>], start: usize, avoid: Option<SocketAddr>) -> Option<&Arc<Endpoint>> {
+    let n = endpoints.len();
+    let from = |pred: &dyn Fn(&Endpoint) -> bool| (0..n).map(|i| &endpoints[(start + i) % n]).find(|e| pred(e));
+    from(&|e| usable(e, avoid)).or_else(|| from(&|e| e.is_available()))
+}
+
+pub fn round_robin<'a>(endpoints: &'a [Arc<Endpoint>], next: &AtomicUsize, avoid: Option<SocketAddr>) -> Option<&'a Arc<Endpoint>> {
+    if endpoints.is_empty() {
+        return None;
+    }
+    let start = next.fetch_add(1, Ordering::Relaxed) % endpoints.len();
+    scan(endpoints, start, avoid)
+}
+
+pub fn random(endpoints: &[Arc<Endpoint>], avoid: Option<SocketAddr>) -> Option<&Arc<Endpoint>> {
+    if endpoints.is_empty() {
+        return None;
+    }
+    scan(endpoints, fastrand::usize(..endpoints.len()), avoid)
+}
+
+/// Power of two choices: the less loaded of two random usable endpoints.
+pub fn least_request(endpoints: &[Arc<Endpoint>], avoid: Option<SocketAddr>) -> Option<&Arc<Endpoint>> {
+    let n = endpoints.len();
+    match n {
+        0 => None,
+        1 => scan(endpoints, 0, avoid),
+        _ => {
+            let a = fastrand::usize(..n);
+            let b = (a + 1 + fastrand::usize(..n - 1)) % n;
+            let (ea, eb) = (&endpoints[a], &endpoints[b]);
+            match (usable(ea, avoid), usable(eb, avoid)) {
+                (true, true) => {
+                    let la = ea.active_requests.load(Ordering::Relaxed);
+                    let lb = eb.active_requests.load(Ordering::Relaxed);
+                    Some(if lb < la { eb } else { ea })
+                }
+                (true, false) => Some(ea),
+                (false, true) => Some(eb),
+                (false, false) => scan(endpoints, a, avoid),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+    use std::sync::atomic::Ordering;
+
+    fn set(n: u16) -> Vec<Arc<Endpoint>> {
+        (0..n).map(|i| Endpoint::new(SocketAddr::from(([127, 0, 0, 1], 1000 + i)))).collect()
+    }
+
+    fn counts(picks: impl Iterator<Item = SocketAddr>) -> HashMap<SocketAddr, usize> {
+        let mut m = HashMap::new();
+        for p in picks {
+            *m.entry(p).or_default() += 1;
+        }
+        m
+    }
+
+    #[test]
+    fn round_robin_cycles_evenly() {
+        let eps = set(3);
+        let next = AtomicUsize::new(0);
+        let c = counts((0..300).map(|_| round_robin(&eps, &next, None).map(|e| e.addr).expect("some")));
+        assert_eq!(c.len(), 3);
+        assert!(c.values().all(|&v| v == 100), "{c:?}");
+    }
+
+    #[test]
+    fn unhealthy_endpoints_are_skipped_and_avoid_is_honoured() {
+        let eps = set(3);
+        eps[1].healthy.store(false, Ordering::Relaxed);
+        let next = AtomicUsize::new(0);
+        for _ in 0..30 {
+            let e = round_robin(&eps, &next, Some(eps[0].addr)).expect("some");
+            assert_eq!(e.addr, eps[2].addr);
+            let r = random(&eps, None).expect("some");
+            assert_ne!(r.addr, eps[1].addr);
+            let l = least_request(&eps, Some(eps[2].addr)).expect("some");
+            assert_eq!(l.addr, eps[0].addr);
+        }
+    }
+
+    #[test]
+    fn avoided_endpoint_is_used_when_it_is_the_only_one() {
+        let eps = set(1);
+        assert!(least_request(&eps, Some(eps[0].addr)).is_some());
+        assert!(round_robin(&eps, &AtomicUsize::new(0), Some(eps[0].addr)).is_some());
+    }
+
+    #[test]
+    fn nothing_available_yields_none() {
+        let eps = set(2);
+        for e in &eps {
+            e.healthy.store(false, Ordering::Relaxed);
+        }
+        assert!(random(&eps, None).is_none());
+        assert!(least_request(&eps, None).is_none());
+        assert!(round_robin(&[], &AtomicUsize::new(0), None).is_none());
+    }
+
+    #[test]
+    fn least_request_prefers_the_idle_endpoint() {
+        let eps = set(2);
+        eps[0].active_requests.store(10, Ordering::Relaxed);
+        for _ in 0..50 {
+            assert_eq!(least_request(&eps, None).expect("some").addr, eps[1].addr);
+        }
+    }
+
+    #[test]
+    fn random_spreads_over_all_endpoints() {
+        let eps = set(4);
+        let c = counts((0..4000).map(|_| random(&eps, None).expect("some").addr));
+        assert_eq!(c.len(), 4);
+        assert!(c.values().all(|&v| (700..1300).contains(&v)), "{c:?}");
+    }
+}

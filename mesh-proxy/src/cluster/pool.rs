@@ -1,0 +1,415 @@
+//! Per-endpoint connection pools: idle HTTP/1.1 connections reused LIFO,
+//! one multiplexed HTTP/2 connection shared by all requests.
+//!
+//! An HTTP/1.1 connection goes back to the pool when its response body has
+//! been read to the end (see [`UpstreamBody`]); one whose body was dropped
+//! half-read is closed, never reused. Idle connections older than the
+//! cluster's `idle_timeout` are closed by a reaper task.
+
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, Weak};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use hyper::client::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use pin_project_lite::pin_project;
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+use super::{Cluster, ClusterShared, Endpoint, UpstreamError, UpstreamErrorKind};
+use crate::body::{BodyError, BodyErrorKind, RequestBody};
+use crate::config::UpstreamProtocol;
+
+type H1Sender = http1::SendRequest<RequestBody>;
+type H2Sender = http2::SendRequest<RequestBody>;
+
+#[derive(Default)]
+pub(crate) struct Pool {
+    /// The mutex is held only to push or pop one entry.
+    idle: Mutex<Vec<IdleConn>>,
+    h2: Mutex<Option<H2Conn>>,
+    /// Single-flight for opening the shared HTTP/2 connection.
+    h2_connecting: tokio::sync::Mutex<()>,
+}
+
+impl std::fmt::Debug for Pool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pool").finish_non_exhaustive()
+    }
+}
+
+struct IdleConn {
+    tx: H1Sender,
+    since: Instant,
+}
+
+struct H2Conn {
+    tx: H2Sender,
+    last_used: Instant,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panic while holding these locks cannot leave the data inconsistent
+    // (push/pop/replace only), so a poisoned lock is still usable.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Pool {
+    fn take_idle(&self, idle_timeout: Duration) -> Option<H1Sender> {
+        let now = Instant::now();
+        let mut idle = lock(&self.idle);
+        while let Some(conn) = idle.pop() {
+            if !conn.tx.is_closed() && now.duration_since(conn.since) < idle_timeout {
+                return Some(conn.tx);
+            }
+        }
+        None
+    }
+
+    fn put_idle(&self, tx: H1Sender) {
+        if !tx.is_closed() {
+            lock(&self.idle).push(IdleConn { tx, since: Instant::now() });
+        }
+    }
+
+    fn shared_h2(&self) -> Option<H2Sender> {
+        let mut slot = lock(&self.h2);
+        match slot.as_mut() {
+            Some(conn) if !conn.tx.is_closed() => {
+                conn.last_used = Instant::now();
+                Some(conn.tx.clone())
+            }
+            _ => {
+                *slot = None;
+                None
+            }
+        }
+    }
+
+    /// Closes idle connections unused for `idle_timeout`.
+    fn reap(&self, idle_timeout: Duration) {
+        let now = Instant::now();
+        lock(&self.idle).retain(|c| !c.tx.is_closed() && now.duration_since(c.since) < idle_timeout);
+        let mut h2 = lock(&self.h2);
+        if h2.as_ref().is_some_and(|c| c.tx.is_closed() || now.duration_since(c.last_used) >= idle_timeout) {
+            *h2 = None;
+        }
+    }
+}
+
+/// Sends `req` to `endpoint` and returns the response head.
+pub(crate) async fn send(
+    shared: &Arc<ClusterShared>,
+    endpoint: &Arc<Endpoint>,
+    req: Request<RequestBody>,
+) -> Result<Response<UpstreamBody>, UpstreamError> {
+    let active = ActiveRequest::new(shared, endpoint);
+    match shared.settings.protocol {
+        UpstreamProtocol::Http1 => send_h1(shared, endpoint, req, active).await,
+        UpstreamProtocol::Http2 => send_h2(shared, endpoint, req, active).await,
+    }
+}
+
+async fn send_h1(
+    shared: &Arc<ClusterShared>,
+    endpoint: &Arc<Endpoint>,
+    req: Request<RequestBody>,
+    active: ActiveRequest,
+) -> Result<Response<UpstreamBody>, UpstreamError> {
+    let idle_timeout = shared.settings.idle_timeout;
+    let mut tx = loop {
+        match endpoint.pool.take_idle(idle_timeout) {
+            Some(mut tx) => {
+                // An idle connection the upstream closed meanwhile fails
+                // here, before anything is sent; try the next one.
+                if tx.ready().await.is_ok() {
+                    break tx;
+                }
+            }
+            None => break connect_h1(shared, endpoint).await?,
+        }
+    };
+    let is_upgrade = req.headers().contains_key(http::header::UPGRADE);
+    let resp = tx.send_request(req).await.map_err(|e| classify(e, endpoint))?;
+    let reusable = !is_upgrade && resp.status() != http::StatusCode::SWITCHING_PROTOCOLS && !has_connection_close(&resp);
+    let lease = reusable.then(|| Lease {
+        tx,
+        endpoint: Arc::clone(endpoint),
+    });
+    Ok(wrap(resp, lease, active))
+}
+
+async fn send_h2(
+    shared: &Arc<ClusterShared>,
+    endpoint: &Arc<Endpoint>,
+    req: Request<RequestBody>,
+    active: ActiveRequest,
+) -> Result<Response<UpstreamBody>, UpstreamError> {
+    let tx = match endpoint.pool.shared_h2() {
+        Some(tx) => tx,
+        None => {
+            let _single = endpoint.pool.h2_connecting.lock().await;
+            match endpoint.pool.shared_h2() {
+                Some(tx) => tx,
+                None => {
+                    let tx = connect_h2(shared, endpoint).await?;
+                    *lock(&endpoint.pool.h2) = Some(H2Conn {
+                        tx: tx.clone(),
+                        last_used: Instant::now(),
+                    });
+                    tx
+                }
+            }
+        }
+    };
+    let mut tx = tx;
+    tx.ready().await.map_err(|e| classify(e, endpoint))?;
+    let resp = tx.send_request(req).await.map_err(|e| classify(e, endpoint))?;
+    Ok(wrap(resp, None, active))
+}
+
+fn has_connection_close(resp: &Response<Incoming>) -> bool {
+    resp.headers()
+        .get_all(http::header::CONNECTION)
+        .iter()
+        .any(|v| v.to_str().is_ok_and(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case("close"))))
+}
+
+fn wrap(resp: Response<Incoming>, lease: Option<Lease>, active: ActiveRequest) -> Response<UpstreamBody> {
+    resp.map(|inner| {
+        let mut body = UpstreamBody {
+            inner,
+            lease,
+            _active: active,
+        };
+        if body.inner.is_end_stream() {
+            body.release();
+        }
+        body
+    })
+}
+
+/// Opens a TCP connection within the cluster's connect timeout and the
+/// circuit breaker's connection limit.
+async fn connect_tcp(shared: &Arc<ClusterShared>, endpoint: &Endpoint) -> Result<(TcpStream, ConnGuard), UpstreamError> {
+    let stats = &shared.stats;
+    if stats.upstream_cx_active.load(Ordering::Relaxed) >= shared.settings.max_connections {
+        return Err(UpstreamError::new(UpstreamErrorKind::Overflow, Some(endpoint.addr), "max_connections reached"));
+    }
+    let guard = ConnGuard::new(shared);
+    let stream = match tokio::time::timeout(shared.settings.connect_timeout, TcpStream::connect(endpoint.addr)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            stats.upstream_cx_connect_fail.fetch_add(1, Ordering::Relaxed);
+            return Err(UpstreamError::new(UpstreamErrorKind::ConnectFailure, Some(endpoint.addr), e.to_string()));
+        }
+        Err(_) => {
+            stats.upstream_cx_connect_fail.fetch_add(1, Ordering::Relaxed);
+            return Err(UpstreamError::new(
+                UpstreamErrorKind::ConnectFailure,
+                Some(endpoint.addr),
+                format!("connect timeout after {:?}", shared.settings.connect_timeout),
+            ));
+        }
+    };
+    // Latency matters more than packet count for proxied requests.
+    let _ = stream.set_nodelay(true);
+    Ok((stream, guard))
+}
+
+async fn connect_h1(shared: &Arc<ClusterShared>, endpoint: &Endpoint) -> Result<H1Sender, UpstreamError> {
+    let (stream, guard) = connect_tcp(shared, endpoint).await?;
+    let (tx, conn) = http1::Builder::new()
+        .handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| UpstreamError::new(UpstreamErrorKind::ConnectFailure, Some(endpoint.addr), e.to_string()))?;
+    tokio::spawn(async move {
+        let _guard = guard;
+        if let Err(e) = conn.with_upgrades().await {
+            tracing::debug!(error = %e, "upstream http/1.1 connection ended with an error");
+        }
+    });
+    Ok(tx)
+}
+
+async fn connect_h2(shared: &Arc<ClusterShared>, endpoint: &Endpoint) -> Result<H2Sender, UpstreamError> {
+    let (stream, guard) = connect_tcp(shared, endpoint).await?;
+    let (tx, conn) = http2::Builder::new(TokioExecutor::new())
+        .timer(TokioTimer::new())
+        .handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| UpstreamError::new(UpstreamErrorKind::ConnectFailure, Some(endpoint.addr), e.to_string()))?;
+    tokio::spawn(async move {
+        let _guard = guard;
+        if let Err(e) = conn.await {
+            tracing::debug!(error = %e, "upstream http/2 connection ended with an error");
+        }
+    });
+    Ok(tx)
+}
+
+/// Classifies a hyper client error once, for every reader.
+fn classify(e: hyper::Error, endpoint: &Endpoint) -> UpstreamError {
+    let addr = Some(endpoint.addr);
+    let body_error = find_body_error(&e);
+    let kind = if e.is_parse() || e.is_parse_status() {
+        UpstreamErrorKind::Protocol
+    } else {
+        UpstreamErrorKind::Reset
+    };
+    let mut err = UpstreamError::new(kind, addr, e.to_string());
+    err.body_error = body_error;
+    err
+}
+
+/// The kind of our own downstream body error, if the request failed
+/// because the client's body failed.
+fn find_body_error(e: &hyper::Error) -> Option<BodyErrorKind> {
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        if let Some(b) = s.downcast_ref::<BodyError>() {
+            return Some(b.kind());
+        }
+        source = s.source();
+    }
+    None
+}
+
+/// A raw TCP connection to an endpoint (TCP listeners), counted in the
+/// cluster's connection stats while it lives.
+pub struct RawConn {
+    stream: TcpStream,
+    guard: ConnGuard,
+}
+
+impl RawConn {
+    pub fn into_parts(self) -> (TcpStream, ConnGuard) {
+        (self.stream, self.guard)
+    }
+}
+
+pub(crate) async fn connect_raw(shared: &Arc<ClusterShared>, endpoint: &Endpoint) -> Result<RawConn, UpstreamError> {
+    let (stream, guard) = connect_tcp(shared, endpoint).await?;
+    Ok(RawConn { stream, guard })
+}
+
+/// Counts a connection in `upstream_cx_active` for as long as it lives.
+pub struct ConnGuard(Arc<ClusterShared>);
+
+impl ConnGuard {
+    fn new(shared: &Arc<ClusterShared>) -> Self {
+        shared.stats.upstream_cx_active.fetch_add(1, Ordering::Relaxed);
+        shared.stats.upstream_cx_total.fetch_add(1, Ordering::Relaxed);
+        Self(Arc::clone(shared))
+    }
+}
+
+impl Drop for ConnGuard {
+    fn drop(&mut self) {
+        self.0.stats.upstream_cx_active.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Counts a request as active on its endpoint and cluster until its
+/// response body is finished or dropped (least_request reads this).
+pub(crate) struct ActiveRequest {
+    endpoint: Arc<Endpoint>,
+    shared: Arc<ClusterShared>,
+}
+
+impl ActiveRequest {
+    fn new(shared: &Arc<ClusterShared>, endpoint: &Arc<Endpoint>) -> Self {
+        endpoint.active_requests.fetch_add(1, Ordering::Relaxed);
+        shared.stats.upstream_rq_active.fetch_add(1, Ordering::Relaxed);
+        shared.stats.upstream_rq_total.fetch_add(1, Ordering::Relaxed);
+        Self {
+            endpoint: Arc::clone(endpoint),
+            shared: Arc::clone(shared),
+        }
+    }
+}
+
+impl Drop for ActiveRequest {
+    fn drop(&mut self) {
+        self.endpoint.active_requests.fetch_sub(1, Ordering::Relaxed);
+        self.shared.stats.upstream_rq_active.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+struct Lease {
+    tx: H1Sender,
+    endpoint: Arc<Endpoint>,
+}
+
+pin_project! {
+    /// An upstream response body. Reading it to the end hands an HTTP/1.1
+    /// connection back to its pool.
+    pub struct UpstreamBody {
+        #[pin]
+        inner: Incoming,
+        lease: Option<Lease>,
+        _active: ActiveRequest,
+    }
+}
+
+impl UpstreamBody {
+    fn release(&mut self) {
+        if let Some(lease) = self.lease.take() {
+            lease.endpoint.pool.put_idle(lease.tx);
+        }
+    }
+}
+
+impl Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = self.project();
+        let polled = this.inner.poll_frame(cx);
+        match &polled {
+            Poll::Ready(None) => {
+                if let Some(lease) = this.lease.take() {
+                    lease.endpoint.pool.put_idle(lease.tx);
+                }
+            }
+            Poll::Ready(Some(Err(_))) => *this.lease = None,
+            _ => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// Periodically closes expired idle connections of every endpoint; ends
+/// when the cluster is dropped.
+pub(crate) fn spawn_reaper(cluster: Weak<Cluster>) {
+    let Some(c) = cluster.upgrade() else { return };
+    let idle_timeout = c.shared.settings.idle_timeout;
+    drop(c);
+    let period = (idle_timeout / 4).clamp(Duration::from_millis(100), Duration::from_secs(5));
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(period);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let Some(cluster) = cluster.upgrade() else { return };
+            for e in &cluster.endpoints().endpoints {
+                e.pool.reap(idle_timeout);
+            }
+        }
+    });
+}

@@ -1,0 +1,82 @@
+//! HTTP/1.1 and HTTP/2 on one port: hyper's auto builder reads the HTTP/2
+//! connection preface to pick the protocol (h2c prior knowledge); with TLS,
+//! ALPN will decide.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use tokio::net::TcpStream;
+
+use super::Drain;
+use super::io::{Activity, ActivityIo};
+use crate::router::{self, Downstream, HttpContext};
+
+pub struct HttpServer {
+    ctx: Arc<HttpContext>,
+    builder: auto::Builder<TokioExecutor>,
+}
+
+impl HttpServer {
+    pub fn new(ctx: Arc<HttpContext>) -> Self {
+        let limits = ctx.limits;
+        let header_bytes = limits.max_request_headers_kb as usize * 1024;
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            // Absolute deadline for the whole header section (slowloris).
+            .header_read_timeout(limits.header_read_timeout)
+            // The parser's buffer bounds the header section; a little slack
+            // for the request line, whose own limit is checked by the router.
+            .max_buf_size((header_bytes + 8192).max(8192))
+            .max_headers(limits.max_request_headers_count as usize + 1);
+        builder
+            .http2()
+            .timer(TokioTimer::new())
+            .max_concurrent_streams(limits.http2_max_concurrent_streams)
+            .max_header_list_size((header_bytes as u32).max(16 * 1024))
+            .initial_stream_window_size(64 * 1024)
+            .initial_connection_window_size(1024 * 1024)
+            .max_send_buf_size(limits.buffer_kb as usize * 1024);
+        Self { ctx, builder }
+    }
+
+    pub async fn serve(&self, stream: TcpStream, peer: SocketAddr, mut drain: Drain) {
+        let activity = Activity::new();
+        let io = TokioIo::new(ActivityIo::new(stream, Arc::clone(&activity)));
+        let down = Arc::new(Downstream::new(peer, false));
+        let ctx = Arc::clone(&self.ctx);
+        let service = service_fn(move |req: hyper::Request<Incoming>| {
+            let fut = router::handle(Arc::clone(&ctx), Arc::clone(&down), req);
+            async move { Ok::<_, Infallible>(fut.await) }
+        });
+        let conn = self.builder.serve_connection_with_upgrades(io, service);
+        tokio::pin!(conn);
+        let idle_timeout = self.ctx.limits.idle_timeout;
+        let mut closing = false;
+        loop {
+            tokio::select! {
+                res = conn.as_mut() => {
+                    if let Err(e) = res {
+                        tracing::debug!(%peer, error = %e, "downstream connection ended with an error");
+                    }
+                    return;
+                }
+                _ = drain.signaled(), if !closing => {
+                    closing = true;
+                    conn.as_mut().graceful_shutdown();
+                }
+                _ = activity.idle_for(idle_timeout), if !closing => {
+                    tracing::debug!(%peer, "downstream connection idle; closing");
+                    closing = true;
+                    conn.as_mut().graceful_shutdown();
+                }
+            }
+        }
+    }
+}

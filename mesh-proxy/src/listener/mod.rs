@@ -1,0 +1,147 @@
+//! Listeners: binding, the accept loop, per-connection limits, the HTTP
+//! (h1 + h2 on one port) and TCP protocols, and graceful drain.
+//!
+//! Key types: [`BoundListener`] (a socket bound before anything is served,
+//! so a bad address fails start-up), [`Drain`] (the signal every accept
+//! loop and connection watches). Must not: route requests (that is `router`).
+
+mod http;
+mod io;
+mod tcp;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, watch};
+use tokio_util::task::TaskTracker;
+
+use crate::cluster::Cluster;
+use crate::config::{LimitsSpec, ListenerSpec};
+use crate::router::HttpContext;
+
+pub use http::HttpServer;
+
+/// Tells every listener and connection that the proxy is draining.
+#[derive(Clone)]
+pub struct Drain {
+    rx: watch::Receiver<bool>,
+}
+
+pub struct DrainTrigger {
+    tx: watch::Sender<bool>,
+}
+
+impl Drain {
+    pub fn new() -> (DrainTrigger, Drain) {
+        let (tx, rx) = watch::channel(false);
+        (DrainTrigger { tx }, Drain { rx })
+    }
+
+    pub fn is_draining(&self) -> bool {
+        *self.rx.borrow()
+    }
+
+    /// Resolves once draining started (at once if it already has).
+    pub async fn signaled(&mut self) {
+        let _ = self.rx.wait_for(|d| *d).await;
+    }
+}
+
+impl DrainTrigger {
+    pub fn start(&self) {
+        self.tx.send_replace(true);
+    }
+}
+
+/// A listening socket, bound but not yet serving.
+pub struct BoundListener {
+    pub name: String,
+    pub local_addr: SocketAddr,
+    socket: TcpListener,
+}
+
+impl BoundListener {
+    /// Binds with SO_REUSEADDR (restarts don't wait for TIME_WAIT) and a
+    /// deep accept backlog.
+    pub fn bind(spec: &ListenerSpec) -> std::io::Result<Self> {
+        let addr = spec.address;
+        let socket = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::STREAM, Some(socket2::Protocol::TCP))?;
+        socket.set_reuse_address(true)?;
+        if addr.is_ipv6() {
+            socket.set_only_v6(true)?;
+        }
+        socket.set_nonblocking(true)?;
+        socket.bind(&addr.into())?;
+        socket.listen(4096)?;
+        let std_listener: std::net::TcpListener = socket.into();
+        let socket = TcpListener::from_std(std_listener)?;
+        Ok(Self {
+            name: spec.name.clone(),
+            local_addr: socket.local_addr()?,
+            socket,
+        })
+    }
+}
+
+/// What a listener does with its connections.
+pub enum Protocol {
+    Http(Arc<HttpServer>),
+    Tcp { cluster: Arc<Cluster>, limits: LimitsSpec },
+}
+
+/// Runs the accept loop until drain; every connection task is tracked by
+/// `tracker` so shutdown can wait for them.
+pub fn spawn_accept_loop(bound: BoundListener, protocol: Protocol, max_connections: u32, drain: Drain, tracker: TaskTracker) {
+    let slots = Arc::new(Semaphore::new(max_connections as usize));
+    let name: Arc<str> = Arc::from(bound.name.as_str());
+    let inner_tracker = tracker.clone();
+    tracker.spawn(async move {
+        let mut stop = drain.clone();
+        loop {
+            let accepted = tokio::select! {
+                biased;
+                _ = stop.signaled() => break,
+                a = bound.socket.accept() => a,
+            };
+            let (stream, peer) = match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    // EMFILE and friends: back off briefly instead of spinning.
+                    tracing::warn!(listener = %name, error = %e, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let Ok(permit) = Arc::clone(&slots).try_acquire_owned() else {
+                tracing::debug!(listener = %name, %peer, "max_connections reached; connection closed");
+                continue;
+            };
+            let _ = stream.set_nodelay(true);
+            let drain = drain.clone();
+            match &protocol {
+                Protocol::Http(server) => {
+                    let server = Arc::clone(server);
+                    inner_tracker.spawn(async move {
+                        server.serve(stream, peer, drain).await;
+                        drop(permit);
+                    });
+                }
+                Protocol::Tcp { cluster, limits } => {
+                    let cluster = Arc::clone(cluster);
+                    let limits = *limits;
+                    inner_tracker.spawn(async move {
+                        tcp::serve(stream, peer, &cluster, &limits).await;
+                        drop(permit);
+                    });
+                }
+            }
+        }
+        tracing::info!(listener = %name, "listener closed");
+    });
+}
+
+/// Builds the HTTP server of one listener around its router context.
+pub fn http_server(ctx: Arc<HttpContext>) -> Arc<HttpServer> {
+    Arc::new(HttpServer::new(ctx))
+}

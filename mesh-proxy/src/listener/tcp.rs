@@ -1,0 +1,40 @@
+//! Raw TCP proxying: one upstream connection per downstream connection,
+//! bytes copied both ways, half-close propagated (a FIN from one side is
+//! passed on while the other direction keeps flowing), and an idle timeout.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::TcpStream;
+
+use super::io::{Activity, ActivityIo};
+use crate::cluster::Cluster;
+use crate::config::LimitsSpec;
+
+pub async fn serve(client: TcpStream, peer: SocketAddr, cluster: &Arc<Cluster>, limits: &LimitsSpec) {
+    let Some(endpoint) = cluster.pick(None) else {
+        tracing::debug!(cluster = %cluster.name(), %peer, "no healthy upstream; tcp connection closed");
+        return;
+    };
+    let upstream = match cluster.connect_raw(&endpoint).await {
+        Ok(conn) => conn,
+        Err(e) => {
+            tracing::debug!(cluster = %cluster.name(), %peer, error = %e, "tcp upstream connect failed");
+            return;
+        }
+    };
+    let activity = Activity::new();
+    let mut down = ActivityIo::new(client, Arc::clone(&activity));
+    let (stream, _guard) = upstream.into_parts();
+    let mut up = ActivityIo::new(stream, Arc::clone(&activity));
+    let buf = (limits.buffer_kb as usize * 1024 / 2).max(4096);
+    tokio::select! {
+        res = tokio::io::copy_bidirectional_with_sizes(&mut down, &mut up, buf, buf) => match res {
+            Ok((sent, received)) => tracing::debug!(%peer, sent, received, "tcp connection closed"),
+            Err(e) => tracing::debug!(%peer, error = %e, "tcp connection ended with an error"),
+        },
+        _ = activity.idle_for(limits.idle_timeout) => {
+            tracing::debug!(%peer, "tcp connection idle; closing");
+        }
+    }
+}

@@ -1,0 +1,245 @@
+//! The router: from a validated downstream request to an upstream response.
+//!
+//! Owns: request-target and Host checks, route matching, header rules,
+//! the per-route policy chain (timeout; retries, rate limits and tracing
+//! plug in here), and turning every failure into the local reply of SPEC §3.
+//! Key types: [`RouteTable`], [`HttpContext`], [`ProxyError`]. Must not:
+//! accept connections or manage pools (that is `listener` and `cluster`).
+
+mod headers;
+pub mod normalize;
+mod reply;
+mod table;
+
+use std::borrow::Cow;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use arc_swap::ArcSwap;
+use http::header::{self, HeaderValue};
+use http::uri::{Authority, PathAndQuery, Scheme};
+use http::{Request, Response, StatusCode, Uri, Version};
+use http_body::Body as _;
+use hyper::body::Incoming;
+use tokio::time::Instant;
+
+use crate::body::{DownstreamBody, RequestBody};
+use crate::config::{LimitsSpec, UpstreamProtocol};
+pub use headers::{X_MESH_ERROR, X_REQUEST_ID};
+pub use reply::{ProxyError, ResponseBody, local_reply};
+pub use table::{Action, Route, RouteTable};
+
+/// Counters of one HTTP listener (SPEC §3 "Metrics").
+#[derive(Debug, Default)]
+pub struct HttpStats {
+    pub downstream_rq_total: AtomicU64,
+    /// Index 0 = 1xx … 4 = 5xx.
+    pub downstream_rq_class: [AtomicU64; 5],
+    pub downstream_rq_local: AtomicU64,
+}
+
+/// What every request on one HTTP listener shares.
+pub struct HttpContext {
+    pub listener: Arc<str>,
+    pub routes: ArcSwap<RouteTable>,
+    pub limits: LimitsSpec,
+    pub trust_forwarded: bool,
+    pub stats: HttpStats,
+}
+
+/// Facts about the downstream connection a request arrived on.
+pub struct Downstream {
+    pub peer: SocketAddr,
+    /// The peer IP, formatted once per connection.
+    pub peer_ip: HeaderValue,
+    pub is_tls: bool,
+}
+
+impl Downstream {
+    pub fn new(peer: SocketAddr, is_tls: bool) -> Self {
+        let peer_ip = HeaderValue::from_str(&peer.ip().to_string()).unwrap_or_else(|_| HeaderValue::from_static("unknown"));
+        Self { peer, peer_ip, is_tls }
+    }
+}
+
+/// Serves one downstream request: never fails, every error becomes a local reply.
+pub async fn handle(ctx: Arc<HttpContext>, down: Arc<Downstream>, mut req: Request<Incoming>) -> Response<ResponseBody> {
+    let request_id = match req.headers().get(&X_REQUEST_ID) {
+        Some(id) if !id.is_empty() => id.clone(),
+        _ => {
+            let id = headers::new_request_id();
+            req.headers_mut().insert(X_REQUEST_ID.clone(), id.clone());
+            id
+        }
+    };
+    let mut resp = match proxy(&ctx, &down, req).await {
+        Ok(resp) => resp,
+        Err(e) => {
+            tracing::debug!(listener = %ctx.listener, error = %e, flag = e.flag(), "local reply");
+            ctx.stats.downstream_rq_local.fetch_add(1, Ordering::Relaxed);
+            e.into_response()
+        }
+    };
+    resp.headers_mut().insert(X_REQUEST_ID.clone(), request_id);
+    ctx.stats.downstream_rq_total.fetch_add(1, Ordering::Relaxed);
+    let class = (resp.status().as_u16() / 100).clamp(1, 5) as usize - 1;
+    ctx.stats.downstream_rq_class[class].fetch_add(1, Ordering::Relaxed);
+    resp
+}
+
+/// Checks the header section against the listener limits (HTTP/2 has no
+/// parser-level count limit, and HTTP/1.1's buffer limit is approximate).
+fn check_limits(req: &Request<Incoming>, limits: &LimitsSpec) -> Result<(), ProxyError> {
+    let uri_len = req.uri().path_and_query().map_or(0, |p| p.as_str().len());
+    if uri_len > limits.max_uri_kb as usize * 1024 {
+        return Err(ProxyError::UriTooLong);
+    }
+    let headers = req.headers();
+    if headers.len() > limits.max_request_headers_count as usize {
+        return Err(ProxyError::HeadersTooLarge);
+    }
+    let size: usize = headers.iter().map(|(k, v)| k.as_str().len() + v.len() + 4).sum();
+    if size > limits.max_request_headers_kb as usize * 1024 {
+        return Err(ProxyError::HeadersTooLarge);
+    }
+    if limits.max_request_body_mb > 0 {
+        let max = u64::from(limits.max_request_body_mb) * 1024 * 1024;
+        let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > max) {
+            return Err(ProxyError::BodyTooLarge);
+        }
+    }
+    Ok(())
+}
+
+/// The request's authority: the absolute-form target's, else `:authority`
+/// (HTTP/2), else the single Host header (RFC 9112 §3.2).
+fn authority(req: &Request<Incoming>) -> Result<Cow<'_, str>, ProxyError> {
+    if let Some(a) = req.uri().authority() {
+        return Ok(Cow::Borrowed(a.as_str()));
+    }
+    let mut hosts = req.headers().get_all(header::HOST).iter();
+    match (hosts.next(), hosts.next()) {
+        (Some(h), None) => h
+            .to_str()
+            .map(Cow::Borrowed)
+            .map_err(|_| ProxyError::BadRequest("invalid host")),
+        (Some(_), Some(_)) => Err(ProxyError::BadRequest("more than one host header")),
+        (None, _) if req.version() == Version::HTTP_10 => Ok(Cow::Borrowed("")),
+        (None, _) => Err(ProxyError::BadRequest("missing host header")),
+    }
+}
+
+async fn proxy(ctx: &HttpContext, down: &Downstream, mut req: Request<Incoming>) -> Result<Response<ResponseBody>, ProxyError> {
+    check_limits(&req, &ctx.limits)?;
+    let authority = authority(&req)?.into_owned();
+    let host = if authority.is_empty() {
+        Cow::Borrowed("")
+    } else {
+        normalize::host_for_routing(&authority)?
+    };
+    let path = normalize::normalize_path(req.uri().path())?.into_owned();
+    let table = ctx.routes.load_full();
+    let route = table.find(&host, &path, req.method(), req.headers()).ok_or(ProxyError::NoRoute)?;
+    let cluster = match &route.action {
+        Action::Direct { status, body } => return Ok(direct_response(route, *status, body.clone())),
+        action => action.cluster().ok_or(ProxyError::NoRoute)?,
+    };
+
+    let upgrade = (req.version() == Version::HTTP_11 && headers::wants_upgrade(req.headers()) && cluster.protocol() == UpstreamProtocol::Http1)
+        .then(|| hyper::upgrade::on(&mut req));
+    let (mut parts, body) = req.into_parts();
+
+    // The upstream request reuses the downstream head: only what changes is rewritten.
+    let upstream_path = route.rewrite_path(&path);
+    let query = parts.uri.query();
+    let path_and_query = match query {
+        Some(q) => PathAndQuery::try_from(format!("{upstream_path}?{q}")),
+        None => PathAndQuery::try_from(upstream_path.as_ref()),
+    }
+    .map_err(|_| ProxyError::BadRequest("invalid request target"))?;
+    let host_value = match &route.host_rewrite {
+        Some(h) => h.clone(),
+        None => HeaderValue::from_str(&authority).map_err(|_| ProxyError::BadRequest("invalid host"))?,
+    };
+    let h = &mut parts.headers;
+    headers::strip_hop_by_hop(h, upgrade.is_some());
+    h.remove(&headers::X_FORWARDED_CLIENT_CERT);
+    headers::set_forwarded(h, &down.peer_ip, if down.is_tls { "https" } else { "http" }, ctx.trust_forwarded);
+    headers::apply_mutations(h, &route.request_headers);
+    match cluster.protocol() {
+        UpstreamProtocol::Http1 => {
+            parts.version = Version::HTTP_11;
+            parts.uri = Uri::from(path_and_query);
+            h.insert(header::HOST, host_value);
+        }
+        UpstreamProtocol::Http2 => {
+            parts.version = Version::HTTP_2;
+            let authority = Authority::try_from(host_value.as_bytes()).map_err(|_| ProxyError::BadRequest("invalid host"))?;
+            let mut uri = http::uri::Parts::default();
+            uri.scheme = Some(Scheme::HTTP);
+            uri.authority = Some(authority);
+            uri.path_and_query = Some(path_and_query);
+            parts.uri = Uri::from_parts(uri).map_err(|_| ProxyError::BadRequest("invalid request target"))?;
+            h.remove(header::HOST);
+        }
+    }
+    let body = if body.is_end_stream() {
+        RequestBody::Empty
+    } else {
+        let max = u64::from(ctx.limits.max_request_body_mb) * 1024 * 1024;
+        RequestBody::stream(DownstreamBody::new(body, ctx.limits.body_idle_timeout, max))
+    };
+    let upstream_req = Request::from_parts(parts, body);
+
+    let started = Instant::now();
+    let attempt = async {
+        let endpoint = cluster.pick(None).ok_or_else(|| ProxyError::NoHealthyUpstream {
+            cluster: cluster.name().to_owned(),
+        })?;
+        cluster.send(&endpoint, upstream_req).await.map_err(ProxyError::from)
+    };
+    let mut resp = match route.timeout {
+        Some(t) => tokio::time::timeout(t, attempt).await.map_err(|_| ProxyError::Timeout(t))??,
+        None => attempt.await?,
+    };
+    let upstream_ms = started.elapsed().as_millis() as u64;
+
+    if let Some(on_downstream) = upgrade.filter(|_| resp.status() == StatusCode::SWITCHING_PROTOCOLS) {
+        spawn_tunnel(on_downstream, hyper::upgrade::on(&mut resp));
+        headers::strip_hop_by_hop(resp.headers_mut(), true);
+    } else {
+        headers::strip_hop_by_hop(resp.headers_mut(), false);
+    }
+    let h = resp.headers_mut();
+    h.insert(headers::X_MESH_UPSTREAM_SERVICE_TIME.clone(), HeaderValue::from(upstream_ms));
+    headers::apply_mutations(h, &route.response_headers);
+    Ok(resp.map(ResponseBody::upstream))
+}
+
+fn direct_response(route: &Route, status: StatusCode, body: bytes::Bytes) -> Response<ResponseBody> {
+    let mut resp = Response::new(ResponseBody::local(body));
+    *resp.status_mut() = status;
+    headers::apply_mutations(resp.headers_mut(), &route.response_headers);
+    resp
+}
+
+/// Joins the two upgraded connections (WebSocket and friends) once both
+/// sides have switched protocols.
+fn spawn_tunnel(downstream: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnUpgrade) {
+    tokio::spawn(async move {
+        let (down, up) = match tokio::try_join!(downstream, upstream) {
+            Ok(pair) => pair,
+            Err(e) => {
+                tracing::debug!(error = %e, "upgrade failed");
+                return;
+            }
+        };
+        let mut down = hyper_util::rt::TokioIo::new(down);
+        let mut up = hyper_util::rt::TokioIo::new(up);
+        if let Err(e) = tokio::io::copy_bidirectional(&mut down, &mut up).await {
+            tracing::debug!(error = %e, "upgraded connection ended with an error");
+        }
+    });
+}

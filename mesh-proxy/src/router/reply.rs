@@ -1,0 +1,186 @@
+//! Failures of a proxied request and the local replies they become
+//! (SPEC §3 "Local replies"), and the response body type.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderValue, Response, StatusCode, header};
+use http_body::{Body, Frame, SizeHint};
+use pin_project_lite::pin_project;
+
+use super::headers::{X_MESH_ERROR, X_MESH_OVERLOADED};
+use super::normalize::TargetError;
+use crate::body::BodyErrorKind;
+use crate::cluster::{UpstreamBody, UpstreamError, UpstreamErrorKind};
+
+/// Everything that can stop a request before an upstream response is
+/// passed on. Each variant knows its status and response flag.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    #[error("no route matched")]
+    NoRoute,
+    #[error("bad request: {0}")]
+    BadTarget(#[from] TargetError),
+    #[error("bad request: {0}")]
+    BadRequest(&'static str),
+    #[error("request header section too large")]
+    HeadersTooLarge,
+    #[error("request URI too long")]
+    UriTooLong,
+    #[error("request body too large")]
+    BodyTooLarge,
+    #[error("request body timed out")]
+    BodyTimeout,
+    #[error("no healthy upstream in cluster {cluster}")]
+    NoHealthyUpstream { cluster: String },
+    #[error("upstream request timed out after {0:?}")]
+    Timeout(Duration),
+    #[error("upstream {0}")]
+    Upstream(#[from] UpstreamError),
+}
+
+impl ProxyError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ProxyError::NoRoute => StatusCode::NOT_FOUND,
+            ProxyError::BadTarget(_) | ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ProxyError::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            ProxyError::UriTooLong => StatusCode::URI_TOO_LONG,
+            ProxyError::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ProxyError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
+            ProxyError::NoHealthyUpstream { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::Upstream(e) => match e.body_error {
+                Some(BodyErrorKind::IdleTimeout) => StatusCode::REQUEST_TIMEOUT,
+                Some(BodyErrorKind::TooLarge) => StatusCode::PAYLOAD_TOO_LARGE,
+                Some(BodyErrorKind::Downstream) => StatusCode::BAD_REQUEST,
+                None => match e.kind {
+                    UpstreamErrorKind::NoHealthyEndpoint | UpstreamErrorKind::ConnectFailure | UpstreamErrorKind::Overflow => {
+                        StatusCode::SERVICE_UNAVAILABLE
+                    }
+                    UpstreamErrorKind::Reset | UpstreamErrorKind::Protocol => StatusCode::BAD_GATEWAY,
+                },
+            },
+        }
+    }
+
+    /// The SPEC response flag, sent as `x-mesh-error` and logged.
+    pub fn flag(&self) -> &'static str {
+        match self {
+            ProxyError::NoRoute => "NR",
+            ProxyError::BadTarget(_)
+            | ProxyError::BadRequest(_)
+            | ProxyError::HeadersTooLarge
+            | ProxyError::UriTooLong
+            | ProxyError::BodyTooLarge
+            | ProxyError::BodyTimeout => "DPE",
+            ProxyError::NoHealthyUpstream { .. } => "UH",
+            ProxyError::Timeout(_) => "UT",
+            ProxyError::Upstream(e) if e.body_error.is_some() => "DPE",
+            ProxyError::Upstream(e) => match e.kind {
+                UpstreamErrorKind::NoHealthyEndpoint => "UH",
+                UpstreamErrorKind::ConnectFailure => "UF",
+                UpstreamErrorKind::Overflow => "UO",
+                UpstreamErrorKind::Reset => "UR",
+                UpstreamErrorKind::Protocol => "UPE",
+            },
+        }
+    }
+
+    /// The one-line body of the local reply.
+    fn message(&self) -> &'static str {
+        match self.flag() {
+            "NR" => "no route matched the request\n",
+            "UH" => "no healthy upstream\n",
+            "UF" => "upstream connect failure\n",
+            "UO" => "upstream overloaded: circuit breaker open\n",
+            "UR" => "upstream reset before response headers\n",
+            "UPE" => "upstream response was not valid HTTP\n",
+            "UT" => "upstream request timeout\n",
+            _ => match self.status() {
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE => "request header section too large\n",
+                StatusCode::URI_TOO_LONG => "request URI too long\n",
+                StatusCode::PAYLOAD_TOO_LARGE => "request body too large\n",
+                StatusCode::REQUEST_TIMEOUT => "request body timeout\n",
+                _ => "bad request\n",
+            },
+        }
+    }
+
+    /// Whether the downstream connection must close after this reply: the
+    /// request's framing or body state can no longer be trusted.
+    fn closes_connection(&self) -> bool {
+        matches!(self.status(), StatusCode::BAD_REQUEST | StatusCode::REQUEST_TIMEOUT | StatusCode::PAYLOAD_TOO_LARGE)
+    }
+
+    pub fn into_response(self) -> Response<ResponseBody> {
+        let mut resp = local_reply(self.status(), self.flag(), self.message());
+        if matches!(&self, ProxyError::Upstream(e) if e.kind == UpstreamErrorKind::Overflow && e.body_error.is_none()) {
+            resp.headers_mut().insert(X_MESH_OVERLOADED.clone(), HeaderValue::from_static("true"));
+        }
+        if self.closes_connection() {
+            resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        resp
+    }
+}
+
+/// A response the proxy writes itself.
+pub fn local_reply(status: StatusCode, flag: &'static str, message: &'static str) -> Response<ResponseBody> {
+    let mut resp = Response::new(ResponseBody::local(Bytes::from_static(message.as_bytes())));
+    *resp.status_mut() = status;
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    h.insert(X_MESH_ERROR.clone(), HeaderValue::from_static(flag));
+    resp
+}
+
+pin_project! {
+    /// What the proxy sends downstream: an upstream body, streamed, or a
+    /// local one.
+    #[project = ResponseBodyProj]
+    pub enum ResponseBody {
+        Upstream { #[pin] body: UpstreamBody },
+        Local { data: Option<Bytes> },
+    }
+}
+
+impl ResponseBody {
+    pub fn local(data: Bytes) -> Self {
+        ResponseBody::Local {
+            data: (!data.is_empty()).then_some(data),
+        }
+    }
+
+    pub fn upstream(body: UpstreamBody) -> Self {
+        ResponseBody::Upstream { body }
+    }
+}
+
+impl Body for ResponseBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match self.project() {
+            ResponseBodyProj::Upstream { body } => body.poll_frame(cx),
+            ResponseBodyProj::Local { data } => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ResponseBody::Upstream { body } => body.is_end_stream(),
+            ResponseBody::Local { data } => data.is_none(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ResponseBody::Upstream { body } => body.size_hint(),
+            ResponseBody::Local { data } => SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64)),
+        }
+    }
+}
