@@ -85,6 +85,7 @@ fn run(cli: Cli, cfg: config::Config) -> anyhow::Result<()> {
     runtime.block_on(async move {
         // Bind inside the runtime (tokio sockets need its reactor), but
         // before any listener serves: one failure binds nothing else.
+        app::check_supported(&cfg)?;
         let bound = app::bind_all(&cfg)?;
         app::serve(cfg, bound, app::ServeOptions { drain_time: cli.drain_time }).await
     })

@@ -31,6 +31,50 @@ pub fn bind_all(config: &Config) -> anyhow::Result<Vec<BoundListener>> {
         .collect()
 }
 
+/// Config features this build parses and validates but does not enforce
+/// yet. Security features refuse to start (serving plaintext where TLS was
+/// asked for would be worse than not serving); the others are warned about.
+pub fn check_supported(config: &Config) -> anyhow::Result<()> {
+    let tls_listener = config.listeners.iter().find(|l| l.tls.is_some());
+    let tls_cluster = config.clusters.iter().find(|c| c.tls.is_some());
+    if config.identity.is_some() || tls_listener.is_some() || tls_cluster.is_some() {
+        anyhow::bail!("identity and tls are not supported by this build yet; remove them or use a build with mTLS support");
+    }
+    let routes = config.listeners.iter().filter_map(|l| match &l.kind {
+        ListenerKind::Http { routes } => Some(routes),
+        ListenerKind::Tcp { .. } => None,
+    });
+    let mut later = Vec::new();
+    for r in routes.flatten() {
+        if r.retry.as_ref().is_some_and(|r| r.attempts > 0) {
+            later.push("retry");
+        }
+        if r.rate_limit.is_some() {
+            later.push("rate_limit");
+        }
+    }
+    for c in &config.clusters {
+        if c.health_check.is_some() {
+            later.push("health_check");
+        }
+        if c.outlier_detection.is_some() {
+            later.push("outlier_detection");
+        }
+    }
+    if config.tracing.as_ref().is_some_and(|t| t.otlp_endpoint.is_some()) {
+        later.push("tracing");
+    }
+    if !config.access_log.is_empty() {
+        later.push("access_log");
+    }
+    later.sort_unstable();
+    later.dedup();
+    if !later.is_empty() {
+        tracing::warn!(features = %later.join(", "), "configured but not enforced by this build yet");
+    }
+    Ok(())
+}
+
 /// Starts serving `config` on already-bound sockets. Returns the trigger
 /// that starts the drain and the tracker of every task to wait for.
 pub fn start(config: &Config, bound: Vec<BoundListener>) -> anyhow::Result<(listener::DrainTrigger, TaskTracker)> {

@@ -96,6 +96,14 @@ fn check_limits(req: &Request<Incoming>, limits: &LimitsSpec) -> Result<(), Prox
         return Err(ProxyError::UriTooLong);
     }
     let headers = req.headers();
+    // hyper accepts `chunked, chunked` (RELIABILITY F5); anything but one
+    // plain `chunked` is a framing we refuse to interpret.
+    let mut te = headers.get_all(header::TRANSFER_ENCODING).iter();
+    if let Some(v) = te.next() {
+        if te.next().is_some() || !v.as_bytes().trim_ascii().eq_ignore_ascii_case(b"chunked") {
+            return Err(ProxyError::BadRequest("unsupported transfer-encoding"));
+        }
+    }
     if headers.len() > limits.max_request_headers_count as usize {
         return Err(ProxyError::HeadersTooLarge);
     }
@@ -141,7 +149,9 @@ async fn proxy(ctx: &HttpContext, down: &Downstream, mut req: Request<Incoming>)
     };
     let path = normalize::normalize_path(req.uri().path())?.into_owned();
     let table = ctx.routes.load_full();
-    let route = table.find(&host, &path, req.method(), req.headers()).ok_or(ProxyError::NoRoute)?;
+    let route = table
+        .find(&host, &normalize::without_params(&path), req.method(), req.headers())
+        .ok_or(ProxyError::NoRoute)?;
     let cluster = match &route.action {
         Action::Direct { status, body } => return Ok(direct_response(route, *status, body.clone())),
         action => action.cluster().ok_or(ProxyError::NoRoute)?,

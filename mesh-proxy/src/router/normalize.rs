@@ -142,6 +142,23 @@ fn remove_dot_segments(path: &str) -> String {
     out
 }
 
+/// The path that routes see: `;parameters` removed from every segment, so
+/// `/admin;x=1` matches rules for `/admin` the way servlet containers and
+/// other lenient upstreams would read it. The path sent upstream keeps them.
+pub fn without_params(path: &str) -> Cow<'_, str> {
+    if !path.contains(';') {
+        return Cow::Borrowed(path);
+    }
+    let mut out = String::with_capacity(path.len());
+    for (i, seg) in path.split('/').enumerate() {
+        if i > 0 {
+            out.push('/');
+        }
+        out.push_str(seg.split(';').next().unwrap_or(""));
+    }
+    Cow::Owned(out)
+}
+
 /// Validates a Host / `:authority` value and returns the host part,
 /// lower-cased only when needed, without the port or a trailing dot.
 /// Accepts DNS names (letters, digits, `-`, `_`, non-empty labels), IPv4 and
@@ -252,6 +269,13 @@ mod tests {
         assert_eq!(norm("/a%2"), Err(TargetError::BadEscape));
         assert_eq!(norm("/a#frag"), Err(TargetError::BadChar));
         assert_eq!(norm("a/b"), Err(TargetError::NotAbsolute));
+    }
+
+    #[test]
+    fn routing_ignores_segment_parameters() {
+        assert_eq!(without_params("/admin;x=1"), "/admin");
+        assert_eq!(without_params("/a;b/c;d=e/"), "/a/c/");
+        assert!(matches!(without_params("/plain"), Cow::Borrowed("/plain")));
     }
 
     #[test]
