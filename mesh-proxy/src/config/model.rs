@@ -228,7 +228,9 @@ pub struct EndpointAddr {
 pub enum Discovery {
     Static,
     /// Re-resolve every `refresh` (default 5s).
-    Dns { refresh: Duration },
+    Dns {
+        refresh: Duration,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,0 +1,287 @@
+//! `listeners[*].routes` — match, action, rewrites, headers, rate limit.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use super::super::model::*;
+use super::super::raw::{HeadersConfig, MatchConfig, RateLimitConfig, RouteConfig, ScalarMap};
+use super::listener::cluster_ref;
+use super::{Ctx, index, join, retry, values};
+
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(15);
+
+pub(super) fn routes(
+    cx: &mut Ctx<'_>,
+    at: &str,
+    raw: Vec<RouteConfig>,
+    clusters: &[String],
+) -> Vec<RouteSpec> {
+    raw.into_iter()
+        .enumerate()
+        .filter_map(|(i, r)| route(cx, &index(at, i), r, clusters))
+        .collect()
+}
+
+fn route(
+    cx: &mut Ctx<'_>,
+    at: &str,
+    mut raw: RouteConfig,
+    clusters: &[String],
+) -> Option<RouteSpec> {
+    let matcher = match raw.matcher.take() {
+        Some(m) => route_match(cx, &join(at, "match"), m),
+        None => Some(RouteMatch::default()),
+    };
+    let action = action(cx, at, &raw, clusters);
+    let timeout = cx.duration(at, "timeout", raw.timeout.as_ref(), DEFAULT_TIMEOUT);
+    let retry = raw.retry.map(|r| retry::retry(cx, &join(at, "retry"), r));
+    let rewrite_prefix = raw.rewrite_prefix.filter(|p| {
+        let ok = p.starts_with('/');
+        if !ok {
+            cx.error(
+                &join(at, "rewrite_prefix"),
+                format!("invalid prefix \"{p}\": must start with /"),
+            );
+        }
+        ok
+    });
+    let host_rewrite = raw
+        .host_rewrite
+        .and_then(|h| cx.check(&join(at, "host_rewrite"), host_rewrite(&h)));
+    let request_headers = mutations(cx, &join(at, "request_headers"), raw.request_headers);
+    let response_headers = mutations(cx, &join(at, "response_headers"), raw.response_headers);
+    let rate_limit = raw
+        .rate_limit
+        .and_then(|r| rate_limit(cx, &join(at, "rate_limit"), r));
+    Some(RouteSpec {
+        matcher: matcher?,
+        action: action?,
+        timeout: (!timeout.is_zero()).then_some(timeout),
+        retry,
+        rewrite_prefix,
+        host_rewrite,
+        request_headers,
+        response_headers,
+        rate_limit,
+    })
+}
+
+fn route_match(cx: &mut Ctx<'_>, at: &str, raw: MatchConfig) -> Option<RouteMatch> {
+    let given: Vec<&str> = [
+        ("prefix", &raw.prefix),
+        ("path", &raw.path),
+        ("regex", &raw.regex),
+    ]
+    .into_iter()
+    .filter(|(_, v)| v.is_some())
+    .map(|(k, _)| k)
+    .collect();
+    if given.len() > 1 {
+        cx.error(
+            at,
+            format!(
+                "give only one of prefix, path, regex (found {})",
+                given.join(" and ")
+            ),
+        );
+    }
+    let path = if let Some(prefix) = raw.prefix {
+        cx.check(&join(at, "prefix"), starts_with_slash(&prefix))
+            .map(|()| PathMatch::Prefix(prefix))
+    } else if let Some(path) = raw.path {
+        cx.check(&join(at, "path"), starts_with_slash(&path))
+            .map(|()| PathMatch::Exact(path))
+    } else if let Some(re) = raw.regex {
+        // Anchored: the regex must match the whole path, as Envoy's safe_regex.
+        let compiled = regex::Regex::new(&format!("^(?:{re})$"))
+            .map_err(|e| format!("invalid regex \"{re}\": {}", first_line(&e.to_string())));
+        cx.check(&join(at, "regex"), compiled).map(PathMatch::Regex)
+    } else {
+        Some(PathMatch::default())
+    };
+    let host = raw
+        .host
+        .and_then(|h| cx.check(&join(at, "host"), values::host_match(&h)))
+        .flatten();
+    let headers = header_pairs(cx, &join(at, "headers"), raw.headers.unwrap_or_default());
+    let methods = raw
+        .methods
+        .unwrap_or_default()
+        .iter()
+        .enumerate()
+        .filter_map(|(i, m)| cx.check(&index(&join(at, "methods"), i), values::method(m)))
+        .collect();
+    Some(RouteMatch {
+        host,
+        path: path?,
+        headers,
+        methods,
+    })
+}
+
+fn first_line(text: &str) -> String {
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn starts_with_slash(path: &str) -> Result<(), String> {
+    if path.starts_with('/') {
+        Ok(())
+    } else {
+        Err(format!("invalid path \"{path}\": must start with /"))
+    }
+}
+
+/// Exactly one of cluster, weighted, direct_response.
+fn action(
+    cx: &mut Ctx<'_>,
+    at: &str,
+    raw: &RouteConfig,
+    clusters: &[String],
+) -> Option<RouteAction> {
+    let given: Vec<&str> = [
+        ("cluster", raw.cluster.is_some()),
+        ("weighted", raw.weighted.is_some()),
+        ("direct_response", raw.direct_response.is_some()),
+    ]
+    .into_iter()
+    .filter(|(_, present)| *present)
+    .map(|(k, _)| k)
+    .collect();
+    match given.len() {
+        0 => {
+            cx.error(
+                at,
+                "a route needs one of cluster, weighted, direct_response",
+            );
+            return None;
+        }
+        1 => {}
+        _ => {
+            cx.error(
+                at,
+                format!(
+                    "give only one of cluster, weighted, direct_response (found {})",
+                    given.join(" and ")
+                ),
+            );
+            return None;
+        }
+    }
+    if let Some(cluster) = &raw.cluster {
+        cluster_ref(cx, &join(at, "cluster"), cluster, clusters);
+        return Some(RouteAction::Cluster(cluster.clone()));
+    }
+    if let Some(direct) = &raw.direct_response {
+        let at = join(at, "direct_response");
+        let status = cx
+            .required(&at, "status", direct.status.as_ref())
+            .and_then(|s| cx.check(&join(&at, "status"), values::status(*s)));
+        let body = Bytes::from(direct.body.clone().unwrap_or_default());
+        return Some(RouteAction::Direct {
+            status: status?,
+            body,
+        });
+    }
+    weighted(cx, &join(at, "weighted"), raw, clusters)
+}
+
+fn weighted(
+    cx: &mut Ctx<'_>,
+    at: &str,
+    raw: &RouteConfig,
+    clusters: &[String],
+) -> Option<RouteAction> {
+    let entries = raw.weighted.as_deref().unwrap_or_default();
+    if entries.is_empty() {
+        cx.error(at, "needs at least one {cluster, weight} entry");
+        return None;
+    }
+    let mut out = Vec::new();
+    for (i, entry) in entries.iter().enumerate() {
+        let at = index(at, i);
+        let cluster = cx.required(&at, "cluster", entry.cluster.as_ref());
+        if let Some(cluster) = cluster {
+            cluster_ref(cx, &join(&at, "cluster"), cluster, clusters);
+        }
+        let weight = cx.required(&at, "weight", entry.weight.as_ref());
+        if let (Some(cluster), Some(weight)) = (cluster, weight) {
+            out.push(WeightedCluster {
+                cluster: cluster.clone(),
+                weight: *weight,
+            });
+        }
+    }
+    let total: u64 = out.iter().map(|w| u64::from(w.weight)).sum();
+    if out.len() == entries.len() && total == 0 {
+        cx.error(
+            at,
+            "the total weight is 0: at least one weight must be positive",
+        );
+    }
+    if total > u64::from(u32::MAX) {
+        cx.error(at, format!("the total weight {total} is too large"));
+    }
+    Some(RouteAction::Weighted(out))
+}
+
+fn host_rewrite(text: &str) -> Result<http::HeaderValue, String> {
+    text.parse::<http::uri::Authority>()
+        .map_err(|_| format!("invalid host \"{text}\""))?;
+    values::header_value(text)
+}
+
+fn header_pairs(
+    cx: &mut Ctx<'_>,
+    at: &str,
+    raw: ScalarMap,
+) -> Vec<(http::HeaderName, http::HeaderValue)> {
+    raw.0
+        .into_iter()
+        .filter_map(|(name, value)| {
+            let at = join(at, &name);
+            let name = cx.check(&at, values::header_name(&name));
+            let value = cx.check(&at, values::header_value(value.as_str()));
+            Some((name?, value?))
+        })
+        .collect()
+}
+
+fn mutations(cx: &mut Ctx<'_>, at: &str, raw: Option<HeadersConfig>) -> HeaderMutations {
+    let Some(raw) = raw else {
+        return HeaderMutations::default();
+    };
+    let add = header_pairs(cx, &join(at, "add"), raw.add.unwrap_or_default());
+    let remove = raw
+        .remove
+        .unwrap_or_default()
+        .iter()
+        .enumerate()
+        .filter_map(|(i, name)| cx.check(&index(&join(at, "remove"), i), values::header_name(name)))
+        .collect();
+    HeaderMutations { add, remove }
+}
+
+fn rate_limit(cx: &mut Ctx<'_>, at: &str, raw: RateLimitConfig) -> Option<RateLimitSpec> {
+    let rps = cx
+        .required(at, "requests_per_second", raw.requests_per_second.as_ref())
+        .copied()?;
+    if !(rps.is_finite() && rps > 0.0) {
+        cx.error(
+            &join(at, "requests_per_second"),
+            format!("{rps} is invalid: must be greater than 0"),
+        );
+        return None;
+    }
+    // At least one token, or no request could ever pass.
+    let default_burst = u32::try_from(rps.ceil() as u64).unwrap_or(u32::MAX).max(1);
+    let burst = cx.at_least(at, "burst", raw.burst, 1, default_burst);
+    Some(RateLimitSpec {
+        requests_per_second: rps,
+        burst,
+    })
+}
