@@ -99,10 +99,10 @@ fn check_limits(req: &Request<Incoming>, limits: &LimitsSpec) -> Result<(), Prox
     // hyper accepts `chunked, chunked` (RELIABILITY F5); anything but one
     // plain `chunked` is a framing we refuse to interpret.
     let mut te = headers.get_all(header::TRANSFER_ENCODING).iter();
-    if let Some(v) = te.next() {
-        if te.next().is_some() || !v.as_bytes().trim_ascii().eq_ignore_ascii_case(b"chunked") {
-            return Err(ProxyError::BadRequest("unsupported transfer-encoding"));
-        }
+    if let Some(v) = te.next()
+        && (te.next().is_some() || !v.as_bytes().trim_ascii().eq_ignore_ascii_case(b"chunked"))
+    {
+        return Err(ProxyError::BadRequest("unsupported transfer-encoding"));
     }
     if headers.len() > limits.max_request_headers_count as usize {
         return Err(ProxyError::HeadersTooLarge);

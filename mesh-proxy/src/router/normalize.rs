@@ -165,10 +165,10 @@ pub fn without_params(path: &str) -> Cow<'_, str> {
 /// bracketed IPv6 literals, each with an optional numeric port.
 pub fn host_for_routing(authority: &str) -> Result<Cow<'_, str>, TargetError> {
     let (host, port) = split_host_port(authority)?;
-    if let Some(port) = port {
-        if port.is_empty() || port.len() > 5 || !port.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(TargetError::BadHost);
-        }
+    if let Some(port) = port
+        && (port.is_empty() || port.len() > 5 || !port.bytes().all(|b| b.is_ascii_digit()))
+    {
+        return Err(TargetError::BadHost);
     }
     if host.starts_with('[') {
         let inner = &host[1..host.len() - 1];
