@@ -39,7 +39,9 @@ pub(super) fn spawn_refresh(cluster: Weak<Cluster>, names: Vec<EndpointAddr>, re
             tick.tick().await;
             let Some(resolver) = resolver() else { return };
             let resolved = resolve_all(resolver, &names).await;
-            let Some(cluster) = cluster.upgrade() else { return };
+            let Some(cluster) = cluster.upgrade() else {
+                return;
+            };
             if let Some(addrs) = resolved {
                 update(&cluster, addrs);
             }
@@ -73,14 +75,25 @@ async fn resolve_all(resolver: &TokioResolver, names: &[EndpointAddr]) -> Option
 
 fn update(cluster: &Cluster, addrs: Vec<SocketAddr>) {
     let current = cluster.endpoints();
-    let unchanged = current.endpoints.len() == addrs.len() && current.endpoints.iter().zip(&addrs).all(|(e, a)| e.addr == *a);
+    let unchanged = current.endpoints.len() == addrs.len()
+        && current
+            .endpoints
+            .iter()
+            .zip(&addrs)
+            .all(|(e, a)| e.addr == *a);
     if unchanged {
         return;
     }
-    let mut existing: HashMap<SocketAddr, &Arc<Endpoint>> = current.endpoints.iter().map(|e| (e.addr, e)).collect();
+    let mut existing: HashMap<SocketAddr, &Arc<Endpoint>> =
+        current.endpoints.iter().map(|e| (e.addr, e)).collect();
     let endpoints = addrs
         .into_iter()
-        .map(|a| existing.remove(&a).map(Arc::clone).unwrap_or_else(|| Endpoint::new(a)))
+        .map(|a| {
+            existing
+                .remove(&a)
+                .map(Arc::clone)
+                .unwrap_or_else(|| Endpoint::new(a))
+        })
         .collect::<Vec<_>>();
     tracing::info!(cluster = %cluster.name(), endpoints = endpoints.len(), "dns endpoints changed");
     drop(existing);

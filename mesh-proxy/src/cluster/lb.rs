@@ -13,13 +13,25 @@ fn usable(e: &Endpoint, avoid: Option<SocketAddr>) -> bool {
 
 /// First usable endpoint scanning from `start`; falls back to the avoided
 /// one when it is the only available endpoint.
-fn scan(endpoints: &[Arc<Endpoint>], start: usize, avoid: Option<SocketAddr>) -> Option<&Arc<Endpoint>> {
+fn scan(
+    endpoints: &[Arc<Endpoint>],
+    start: usize,
+    avoid: Option<SocketAddr>,
+) -> Option<&Arc<Endpoint>> {
     let n = endpoints.len();
-    let from = |pred: &dyn Fn(&Endpoint) -> bool| (0..n).map(|i| &endpoints[(start + i) % n]).find(|e| pred(e));
+    let from = |pred: &dyn Fn(&Endpoint) -> bool| {
+        (0..n)
+            .map(|i| &endpoints[(start + i) % n])
+            .find(|e| pred(e))
+    };
     from(&|e| usable(e, avoid)).or_else(|| from(&|e| e.is_available()))
 }
 
-pub fn round_robin<'a>(endpoints: &'a [Arc<Endpoint>], next: &AtomicUsize, avoid: Option<SocketAddr>) -> Option<&'a Arc<Endpoint>> {
+pub fn round_robin<'a>(
+    endpoints: &'a [Arc<Endpoint>],
+    next: &AtomicUsize,
+    avoid: Option<SocketAddr>,
+) -> Option<&'a Arc<Endpoint>> {
     if endpoints.is_empty() {
         return None;
     }
@@ -35,7 +47,10 @@ pub fn random(endpoints: &[Arc<Endpoint>], avoid: Option<SocketAddr>) -> Option<
 }
 
 /// Power of two choices: the less loaded of two random usable endpoints.
-pub fn least_request(endpoints: &[Arc<Endpoint>], avoid: Option<SocketAddr>) -> Option<&Arc<Endpoint>> {
+pub fn least_request(
+    endpoints: &[Arc<Endpoint>],
+    avoid: Option<SocketAddr>,
+) -> Option<&Arc<Endpoint>> {
     let n = endpoints.len();
     match n {
         0 => None,
@@ -65,7 +80,9 @@ mod tests {
     use std::sync::atomic::Ordering;
 
     fn set(n: u16) -> Vec<Arc<Endpoint>> {
-        (0..n).map(|i| Endpoint::new(SocketAddr::from(([127, 0, 0, 1], 1000 + i)))).collect()
+        (0..n)
+            .map(|i| Endpoint::new(SocketAddr::from(([127, 0, 0, 1], 1000 + i))))
+            .collect()
     }
 
     fn counts(picks: impl Iterator<Item = SocketAddr>) -> HashMap<SocketAddr, usize> {
@@ -80,7 +97,11 @@ mod tests {
     fn round_robin_cycles_evenly() {
         let eps = set(3);
         let next = AtomicUsize::new(0);
-        let c = counts((0..300).map(|_| round_robin(&eps, &next, None).map(|e| e.addr).expect("some")));
+        let c = counts((0..300).map(|_| {
+            round_robin(&eps, &next, None)
+                .map(|e| e.addr)
+                .expect("some")
+        }));
         assert_eq!(c.len(), 3);
         assert!(c.values().all(|&v| v == 100), "{c:?}");
     }

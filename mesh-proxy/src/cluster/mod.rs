@@ -23,8 +23,8 @@ use http::{Request, Response};
 use crate::body::RequestBody;
 use crate::config::{ClusterSpec, Discovery, LbPolicy, UpstreamProtocol};
 
-pub use pool::{ConnGuard, RawConn, UpstreamBody};
 use pool::Pool;
+pub use pool::{ConnGuard, RawConn, UpstreamBody};
 
 /// How an upstream attempt failed. Retry, outlier detection, metrics and
 /// local replies all read this one classification.
@@ -54,7 +54,11 @@ pub struct UpstreamError {
 }
 
 impl UpstreamError {
-    fn new(kind: UpstreamErrorKind, endpoint: Option<SocketAddr>, detail: impl Into<String>) -> Self {
+    fn new(
+        kind: UpstreamErrorKind,
+        endpoint: Option<SocketAddr>,
+        detail: impl Into<String>,
+    ) -> Self {
         Self {
             kind,
             endpoint,
@@ -128,7 +132,9 @@ pub struct Cluster {
 
 impl std::fmt::Debug for Cluster {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Cluster").field("name", &self.shared.name).finish_non_exhaustive()
+        f.debug_struct("Cluster")
+            .field("name", &self.shared.name)
+            .finish_non_exhaustive()
     }
 }
 
@@ -142,7 +148,12 @@ impl Cluster {
                 endpoints: spec
                     .endpoints
                     .iter()
-                    .filter_map(|e| e.host.parse().ok().map(|ip| Endpoint::new(SocketAddr::new(ip, e.port))))
+                    .filter_map(|e| {
+                        e.host
+                            .parse()
+                            .ok()
+                            .map(|ip| Endpoint::new(SocketAddr::new(ip, e.port)))
+                    })
                     .collect(),
             },
             Discovery::Dns { .. } => EndpointSet::default(),
@@ -163,7 +174,11 @@ impl Cluster {
             spec,
         });
         if let Discovery::Dns { refresh } = cluster.spec.discovery {
-            dns::spawn_refresh(Arc::downgrade(&cluster), cluster.spec.endpoints.clone(), refresh);
+            dns::spawn_refresh(
+                Arc::downgrade(&cluster),
+                cluster.spec.endpoints.clone(),
+                refresh,
+            );
         }
         pool::spawn_reaper(Arc::downgrade(&cluster));
         cluster
@@ -205,7 +220,11 @@ impl Cluster {
     /// Sends one request to one endpoint over a pooled connection and waits
     /// for the response head. The request URI must be in origin form for
     /// HTTP/1.1 upstreams and absolute for HTTP/2 ones.
-    pub async fn send(&self, endpoint: &Arc<Endpoint>, req: Request<RequestBody>) -> Result<Response<UpstreamBody>, UpstreamError> {
+    pub async fn send(
+        &self,
+        endpoint: &Arc<Endpoint>,
+        req: Request<RequestBody>,
+    ) -> Result<Response<UpstreamBody>, UpstreamError> {
         pool::send(&self.shared, endpoint, req).await
     }
 

@@ -74,7 +74,10 @@ impl Pool {
 
     fn put_idle(&self, tx: H1Sender) {
         if !tx.is_closed() {
-            lock(&self.idle).push(IdleConn { tx, since: Instant::now() });
+            lock(&self.idle).push(IdleConn {
+                tx,
+                since: Instant::now(),
+            });
         }
     }
 
@@ -95,9 +98,13 @@ impl Pool {
     /// Closes idle connections unused for `idle_timeout`.
     fn reap(&self, idle_timeout: Duration) {
         let now = Instant::now();
-        lock(&self.idle).retain(|c| !c.tx.is_closed() && now.duration_since(c.since) < idle_timeout);
+        lock(&self.idle)
+            .retain(|c| !c.tx.is_closed() && now.duration_since(c.since) < idle_timeout);
         let mut h2 = lock(&self.h2);
-        if h2.as_ref().is_some_and(|c| c.tx.is_closed() || now.duration_since(c.last_used) >= idle_timeout) {
+        if h2
+            .as_ref()
+            .is_some_and(|c| c.tx.is_closed() || now.duration_since(c.last_used) >= idle_timeout)
+        {
             *h2 = None;
         }
     }
@@ -136,8 +143,13 @@ async fn send_h1(
         }
     };
     let is_upgrade = req.headers().contains_key(http::header::UPGRADE);
-    let resp = tx.send_request(req).await.map_err(|e| classify(e, endpoint))?;
-    let reusable = !is_upgrade && resp.status() != http::StatusCode::SWITCHING_PROTOCOLS && !has_connection_close(&resp);
+    let resp = tx
+        .send_request(req)
+        .await
+        .map_err(|e| classify(e, endpoint))?;
+    let reusable = !is_upgrade
+        && resp.status() != http::StatusCode::SWITCHING_PROTOCOLS
+        && !has_connection_close(&resp);
     let lease = reusable.then(|| Lease {
         tx,
         endpoint: Arc::clone(endpoint),
@@ -170,7 +182,10 @@ async fn send_h2(
     };
     let mut tx = tx;
     tx.ready().await.map_err(|e| classify(e, endpoint))?;
-    let resp = tx.send_request(req).await.map_err(|e| classify(e, endpoint))?;
+    let resp = tx
+        .send_request(req)
+        .await
+        .map_err(|e| classify(e, endpoint))?;
     Ok(wrap(resp, None, active))
 }
 
@@ -178,10 +193,17 @@ fn has_connection_close(resp: &Response<Incoming>) -> bool {
     resp.headers()
         .get_all(http::header::CONNECTION)
         .iter()
-        .any(|v| v.to_str().is_ok_and(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case("close"))))
+        .any(|v| {
+            v.to_str()
+                .is_ok_and(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case("close")))
+        })
 }
 
-fn wrap(resp: Response<Incoming>, lease: Option<Lease>, active: ActiveRequest) -> Response<UpstreamBody> {
+fn wrap(
+    resp: Response<Incoming>,
+    lease: Option<Lease>,
+    active: ActiveRequest,
+) -> Response<UpstreamBody> {
     resp.map(|inner| {
         let mut body = UpstreamBody {
             inner,
@@ -197,24 +219,47 @@ fn wrap(resp: Response<Incoming>, lease: Option<Lease>, active: ActiveRequest) -
 
 /// Opens a TCP connection within the cluster's connect timeout and the
 /// circuit breaker's connection limit.
-async fn connect_tcp(shared: &Arc<ClusterShared>, endpoint: &Endpoint) -> Result<(TcpStream, ConnGuard), UpstreamError> {
+async fn connect_tcp(
+    shared: &Arc<ClusterShared>,
+    endpoint: &Endpoint,
+) -> Result<(TcpStream, ConnGuard), UpstreamError> {
     let stats = &shared.stats;
     if stats.upstream_cx_active.load(Ordering::Relaxed) >= shared.settings.max_connections {
-        return Err(UpstreamError::new(UpstreamErrorKind::Overflow, Some(endpoint.addr), "max_connections reached"));
+        return Err(UpstreamError::new(
+            UpstreamErrorKind::Overflow,
+            Some(endpoint.addr),
+            "max_connections reached",
+        ));
     }
     let guard = ConnGuard::new(shared);
-    let stream = match tokio::time::timeout(shared.settings.connect_timeout, TcpStream::connect(endpoint.addr)).await {
+    let stream = match tokio::time::timeout(
+        shared.settings.connect_timeout,
+        TcpStream::connect(endpoint.addr),
+    )
+    .await
+    {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => {
-            stats.upstream_cx_connect_fail.fetch_add(1, Ordering::Relaxed);
-            return Err(UpstreamError::new(UpstreamErrorKind::ConnectFailure, Some(endpoint.addr), e.to_string()));
-        }
-        Err(_) => {
-            stats.upstream_cx_connect_fail.fetch_add(1, Ordering::Relaxed);
+            stats
+                .upstream_cx_connect_fail
+                .fetch_add(1, Ordering::Relaxed);
             return Err(UpstreamError::new(
                 UpstreamErrorKind::ConnectFailure,
                 Some(endpoint.addr),
-                format!("connect timeout after {:?}", shared.settings.connect_timeout),
+                e.to_string(),
+            ));
+        }
+        Err(_) => {
+            stats
+                .upstream_cx_connect_fail
+                .fetch_add(1, Ordering::Relaxed);
+            return Err(UpstreamError::new(
+                UpstreamErrorKind::ConnectFailure,
+                Some(endpoint.addr),
+                format!(
+                    "connect timeout after {:?}",
+                    shared.settings.connect_timeout
+                ),
             ));
         }
     };
@@ -223,12 +268,21 @@ async fn connect_tcp(shared: &Arc<ClusterShared>, endpoint: &Endpoint) -> Result
     Ok((stream, guard))
 }
 
-async fn connect_h1(shared: &Arc<ClusterShared>, endpoint: &Endpoint) -> Result<H1Sender, UpstreamError> {
+async fn connect_h1(
+    shared: &Arc<ClusterShared>,
+    endpoint: &Endpoint,
+) -> Result<H1Sender, UpstreamError> {
     let (stream, guard) = connect_tcp(shared, endpoint).await?;
     let (tx, conn) = http1::Builder::new()
         .handshake(TokioIo::new(stream))
         .await
-        .map_err(|e| UpstreamError::new(UpstreamErrorKind::ConnectFailure, Some(endpoint.addr), e.to_string()))?;
+        .map_err(|e| {
+            UpstreamError::new(
+                UpstreamErrorKind::ConnectFailure,
+                Some(endpoint.addr),
+                e.to_string(),
+            )
+        })?;
     tokio::spawn(async move {
         let _guard = guard;
         if let Err(e) = conn.with_upgrades().await {
@@ -238,13 +292,22 @@ async fn connect_h1(shared: &Arc<ClusterShared>, endpoint: &Endpoint) -> Result<
     Ok(tx)
 }
 
-async fn connect_h2(shared: &Arc<ClusterShared>, endpoint: &Endpoint) -> Result<H2Sender, UpstreamError> {
+async fn connect_h2(
+    shared: &Arc<ClusterShared>,
+    endpoint: &Endpoint,
+) -> Result<H2Sender, UpstreamError> {
     let (stream, guard) = connect_tcp(shared, endpoint).await?;
     let (tx, conn) = http2::Builder::new(TokioExecutor::new())
         .timer(TokioTimer::new())
         .handshake(TokioIo::new(stream))
         .await
-        .map_err(|e| UpstreamError::new(UpstreamErrorKind::ConnectFailure, Some(endpoint.addr), e.to_string()))?;
+        .map_err(|e| {
+            UpstreamError::new(
+                UpstreamErrorKind::ConnectFailure,
+                Some(endpoint.addr),
+                e.to_string(),
+            )
+        })?;
     tokio::spawn(async move {
         let _guard = guard;
         if let Err(e) = conn.await {
@@ -294,7 +357,10 @@ impl RawConn {
     }
 }
 
-pub(crate) async fn connect_raw(shared: &Arc<ClusterShared>, endpoint: &Endpoint) -> Result<RawConn, UpstreamError> {
+pub(crate) async fn connect_raw(
+    shared: &Arc<ClusterShared>,
+    endpoint: &Endpoint,
+) -> Result<RawConn, UpstreamError> {
     let (stream, guard) = connect_tcp(shared, endpoint).await?;
     Ok(RawConn { stream, guard })
 }
@@ -304,15 +370,24 @@ pub struct ConnGuard(Arc<ClusterShared>);
 
 impl ConnGuard {
     fn new(shared: &Arc<ClusterShared>) -> Self {
-        shared.stats.upstream_cx_active.fetch_add(1, Ordering::Relaxed);
-        shared.stats.upstream_cx_total.fetch_add(1, Ordering::Relaxed);
+        shared
+            .stats
+            .upstream_cx_active
+            .fetch_add(1, Ordering::Relaxed);
+        shared
+            .stats
+            .upstream_cx_total
+            .fetch_add(1, Ordering::Relaxed);
         Self(Arc::clone(shared))
     }
 }
 
 impl Drop for ConnGuard {
     fn drop(&mut self) {
-        self.0.stats.upstream_cx_active.fetch_sub(1, Ordering::Relaxed);
+        self.0
+            .stats
+            .upstream_cx_active
+            .fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -326,8 +401,14 @@ pub(crate) struct ActiveRequest {
 impl ActiveRequest {
     fn new(shared: &Arc<ClusterShared>, endpoint: &Arc<Endpoint>) -> Self {
         endpoint.active_requests.fetch_add(1, Ordering::Relaxed);
-        shared.stats.upstream_rq_active.fetch_add(1, Ordering::Relaxed);
-        shared.stats.upstream_rq_total.fetch_add(1, Ordering::Relaxed);
+        shared
+            .stats
+            .upstream_rq_active
+            .fetch_add(1, Ordering::Relaxed);
+        shared
+            .stats
+            .upstream_rq_total
+            .fetch_add(1, Ordering::Relaxed);
         Self {
             endpoint: Arc::clone(endpoint),
             shared: Arc::clone(shared),
@@ -337,8 +418,13 @@ impl ActiveRequest {
 
 impl Drop for ActiveRequest {
     fn drop(&mut self) {
-        self.endpoint.active_requests.fetch_sub(1, Ordering::Relaxed);
-        self.shared.stats.upstream_rq_active.fetch_sub(1, Ordering::Relaxed);
+        self.endpoint
+            .active_requests
+            .fetch_sub(1, Ordering::Relaxed);
+        self.shared
+            .stats
+            .upstream_rq_active
+            .fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -370,17 +456,25 @@ impl Body for UpstreamBody {
     type Data = Bytes;
     type Error = hyper::Error;
 
-    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        let this = self.project();
-        let polled = this.inner.poll_frame(cx);
-        match &polled {
-            Poll::Ready(None) => {
-                if let Some(lease) = this.lease.take() {
-                    lease.endpoint.pool.put_idle(lease.tx);
-                }
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let mut this = self.project();
+        let polled = this.inner.as_mut().poll_frame(cx);
+        // hyper stops polling once `is_end_stream()` is true, so the
+        // connection is released after the last frame, not only at `None`.
+        let finished = match &polled {
+            Poll::Ready(None) => true,
+            Poll::Ready(Some(Ok(_))) => this.inner.is_end_stream(),
+            Poll::Ready(Some(Err(_))) => {
+                *this.lease = None;
+                false
             }
-            Poll::Ready(Some(Err(_))) => *this.lease = None,
-            _ => {}
+            Poll::Pending => false,
+        };
+        if finished && let Some(lease) = this.lease.take() {
+            lease.endpoint.pool.put_idle(lease.tx);
         }
         polled
     }
@@ -406,7 +500,9 @@ pub(crate) fn spawn_reaper(cluster: Weak<Cluster>) {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            let Some(cluster) = cluster.upgrade() else { return };
+            let Some(cluster) = cluster.upgrade() else {
+                return;
+            };
             for e in &cluster.endpoints().endpoints {
                 e.pool.reap(idle_timeout);
             }
