@@ -9,8 +9,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, StreamBody};
 use hyper::body::Frame;
 use mesh_tests::{
-    ConfigBuilder, JsonExt, LedgerUpstream, ProxyProcess, curl, free_port, raw_exchange,
-    route_prefix,
+    ConfigBuilder, LedgerUpstream, ProxyProcess, curl, free_port, raw_exchange, route_prefix,
 };
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
