@@ -70,7 +70,8 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli, cfg: config::Config) -> anyhow::Result<()> {
-    let filter = telemetry::filter(&cli.log_level, cli.component_log_level.as_deref()).map_err(anyhow::Error::msg)?;
+    let filter = telemetry::filter(&cli.log_level, cli.component_log_level.as_deref())
+        .map_err(anyhow::Error::msg)?;
     telemetry::init_logging(filter, cli.log_format, cli.log_path.as_deref())?;
     let threads = match cli.concurrency {
         Some(0) => anyhow::bail!("--concurrency must be at least 1"),
@@ -87,6 +88,13 @@ fn run(cli: Cli, cfg: config::Config) -> anyhow::Result<()> {
         // before any listener serves: one failure binds nothing else.
         app::check_supported(&cfg)?;
         let bound = app::bind_all(&cfg)?;
-        app::serve(cfg, bound, app::ServeOptions { drain_time: cli.drain_time }).await
+        app::serve(
+            cfg,
+            bound,
+            app::ServeOptions {
+                drain_time: cli.drain_time,
+            },
+        )
+        .await
     })
 }

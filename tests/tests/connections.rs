@@ -533,3 +533,130 @@ async fn startup_fails_without_serving_when_a_port_is_taken() {
         "first listener left bound"
     );
 }
+
+/// An upstream that sends the response head and 10 of 100 body bytes, then
+/// goes silent.
+async fn stalling_upstream() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut b = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    if s.read(&mut b).await.unwrap_or(0) == 0 {
+                        return;
+                    }
+                    head.push(b[0]);
+                }
+                let _ = s
+                    .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n0123456789")
+                    .await;
+                tokio::time::sleep(Duration::from_secs(30)).await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stream_idle_timeout_cuts_a_stalled_response_body() {
+    let up = stalling_upstream().await;
+    let port = free_port();
+    let cfg = ConfigBuilder::new()
+        .http_listener_with(
+            "main",
+            port,
+            vec![route_prefix("/", "up")],
+            json!({"limits": {"stream_idle_timeout": "1s"}}),
+        )
+        .cluster("up", &[up]);
+    let _proxy = start(&cfg, &[port]).await;
+    let started = Instant::now();
+    let out = curl(&[
+        "-s",
+        "-o",
+        "/dev/null",
+        &format!("http://127.0.0.1:{port}/"),
+    ])
+    .await
+    .expect("curl");
+    let took = started.elapsed();
+    // 18 = partial transfer: the short body is never passed off as complete.
+    assert_eq!(out.exit_code, 18, "{}", out.stderr);
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(3),
+        "{took:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn response_head_wait_is_bounded_by_stream_idle_without_route_timeout() {
+    let fault = mesh_tests::FaultUpstream::start().await.expect("fault");
+    let port = free_port();
+    let route = json!({"match": {"prefix": "/"}, "cluster": "up", "timeout": "0"});
+    let cfg = ConfigBuilder::new()
+        .http_listener_with(
+            "main",
+            port,
+            vec![route],
+            json!({"limits": {"stream_idle_timeout": "1s"}}),
+        )
+        .cluster("up", &[fault.addr()]);
+    let _proxy = start(&cfg, &[port]).await;
+    let (status, secs) = mesh_tests::curl_status(&format!("http://127.0.0.1:{port}/hang"), &[])
+        .await
+        .expect("curl");
+    assert_eq!(status, 504);
+    assert!((0.9..3.0).contains(&secs), "{secs}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_timeout_bounds_an_unresponsive_endpoint() {
+    // A listener that never accepts, with its backlog full: further SYNs are
+    // dropped, so a connect hangs until the proxy's connect timeout.
+    let socket =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+    socket.bind(&local(0).into()).expect("bind");
+    socket.listen(0).expect("listen");
+    let addr = socket
+        .local_addr()
+        .expect("addr")
+        .as_socket()
+        .expect("inet");
+    let mut fillers = Vec::new();
+    for _ in 0..4 {
+        if let Ok(Ok(s)) =
+            tokio::time::timeout(Duration::from_millis(200), TcpStream::connect(addr)).await
+        {
+            fillers.push(s);
+        }
+    }
+    let port = free_port();
+    let cfg = ConfigBuilder::new()
+        .http_listener("main", port, vec![route_prefix("/", "up")])
+        .cluster_with("up", &[addr], json!({"connect_timeout": "300ms"}));
+    let _proxy = start(&cfg, &[port]).await;
+    let out = curl(&[
+        "-s",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code} %{time_total}",
+        "-D",
+        "/dev/stderr",
+        &format!("http://127.0.0.1:{port}/"),
+    ])
+    .await
+    .expect("curl");
+    let (status, secs) = out.stdout.split_once(' ').expect("status and time");
+    assert_eq!(status, "503", "{}", out.stderr);
+    assert!(
+        out.stderr.to_ascii_lowercase().contains("x-mesh-error: uf"),
+        "{}",
+        out.stderr
+    );
+    let secs: f64 = secs.parse().expect("time");
+    assert!((0.25..1.5).contains(&secs), "{secs}");
+}

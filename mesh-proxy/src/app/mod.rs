@@ -26,7 +26,12 @@ pub fn bind_all(config: &Config) -> anyhow::Result<Vec<BoundListener>> {
         .iter()
         .enumerate()
         .map(|(i, spec)| {
-            BoundListener::bind(spec).with_context(|| format!("listeners[{i}] ({}): cannot bind {}", spec.name, spec.address))
+            BoundListener::bind(spec).with_context(|| {
+                format!(
+                    "listeners[{i}] ({}): cannot bind {}",
+                    spec.name, spec.address
+                )
+            })
         })
         .collect()
 }
@@ -38,7 +43,9 @@ pub fn check_supported(config: &Config) -> anyhow::Result<()> {
     let tls_listener = config.listeners.iter().find(|l| l.tls.is_some());
     let tls_cluster = config.clusters.iter().find(|c| c.tls.is_some());
     if config.identity.is_some() || tls_listener.is_some() || tls_cluster.is_some() {
-        anyhow::bail!("identity and tls are not supported by this build yet; remove them or use a build with mTLS support");
+        anyhow::bail!(
+            "identity and tls are not supported by this build yet; remove them or use a build with mTLS support"
+        );
     }
     let routes = config.listeners.iter().filter_map(|l| match &l.kind {
         ListenerKind::Http { routes } => Some(routes),
@@ -61,7 +68,11 @@ pub fn check_supported(config: &Config) -> anyhow::Result<()> {
             later.push("outlier_detection");
         }
     }
-    if config.tracing.as_ref().is_some_and(|t| t.otlp_endpoint.is_some()) {
+    if config
+        .tracing
+        .as_ref()
+        .is_some_and(|t| t.otlp_endpoint.is_some())
+    {
         later.push("tracing");
     }
     if !config.access_log.is_empty() {
@@ -77,14 +88,23 @@ pub fn check_supported(config: &Config) -> anyhow::Result<()> {
 
 /// Starts serving `config` on already-bound sockets. Returns the trigger
 /// that starts the drain and the tracker of every task to wait for.
-pub fn start(config: &Config, bound: Vec<BoundListener>) -> anyhow::Result<(listener::DrainTrigger, TaskTracker)> {
-    let clusters: HashMap<&str, Arc<Cluster>> = config.clusters.iter().map(|c| (c.name.as_str(), Cluster::spawn(c.clone()))).collect();
+pub fn start(
+    config: &Config,
+    bound: Vec<BoundListener>,
+) -> anyhow::Result<(listener::DrainTrigger, TaskTracker)> {
+    let clusters: HashMap<&str, Arc<Cluster>> = config
+        .clusters
+        .iter()
+        .map(|c| (c.name.as_str(), Cluster::spawn(c.clone())))
+        .collect();
     let (trigger, drain) = Drain::new();
     let tracker = TaskTracker::new();
     for (spec, bound) in config.listeners.iter().zip(bound) {
         let protocol = match &spec.kind {
             ListenerKind::Http { routes } => {
-                let table = RouteTable::build(&spec.name, routes, |name| clusters.get(name).cloned()).map_err(|e| anyhow!("listener {}: {e}", spec.name))?;
+                let table =
+                    RouteTable::build(&spec.name, routes, |name| clusters.get(name).cloned())
+                        .map_err(|e| anyhow!("listener {}: {e}", spec.name))?;
                 Protocol::Http(listener::http_server(Arc::new(HttpContext {
                     listener: Arc::from(spec.name.as_str()),
                     routes: ArcSwap::from_pointee(table),
@@ -94,15 +114,20 @@ pub fn start(config: &Config, bound: Vec<BoundListener>) -> anyhow::Result<(list
                 })))
             }
             ListenerKind::Tcp { cluster } => Protocol::Tcp {
-                cluster: clusters
-                    .get(cluster.as_str())
-                    .cloned()
-                    .ok_or_else(|| anyhow!("listener {}: unknown cluster \"{cluster}\"", spec.name))?,
+                cluster: clusters.get(cluster.as_str()).cloned().ok_or_else(|| {
+                    anyhow!("listener {}: unknown cluster \"{cluster}\"", spec.name)
+                })?,
                 limits: spec.limits,
             },
         };
         tracing::info!(listener = %spec.name, address = %bound.local_addr, "listening");
-        listener::spawn_accept_loop(bound, protocol, spec.limits.max_connections, drain.clone(), tracker.clone());
+        listener::spawn_accept_loop(
+            bound,
+            protocol,
+            spec.limits.max_connections,
+            drain.clone(),
+            tracker.clone(),
+        );
     }
     Ok((trigger, tracker))
 }
@@ -110,7 +135,11 @@ pub fn start(config: &Config, bound: Vec<BoundListener>) -> anyhow::Result<(list
 /// Serves until SIGTERM or SIGINT, then drains: listeners stop accepting,
 /// HTTP/1.1 responses carry `Connection: close`, HTTP/2 connections get
 /// GOAWAY, in-flight requests and TCP tunnels finish, for at most `drain_time`.
-pub async fn serve(config: Config, bound: Vec<BoundListener>, opts: ServeOptions) -> anyhow::Result<()> {
+pub async fn serve(
+    config: Config,
+    bound: Vec<BoundListener>,
+    opts: ServeOptions,
+) -> anyhow::Result<()> {
     let (trigger, tracker) = start(&config, bound)?;
     tracing::info!(node = %config.node.name, "mesh-proxy started");
     let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
@@ -126,7 +155,10 @@ pub async fn serve(config: Config, bound: Vec<BoundListener>, opts: ServeOptions
     tracing::info!(drain_time = ?opts.drain_time, "draining");
     trigger.start();
     tracker.close();
-    if tokio::time::timeout(opts.drain_time, tracker.wait()).await.is_err() {
+    if tokio::time::timeout(opts.drain_time, tracker.wait())
+        .await
+        .is_err()
+    {
         tracing::warn!("drain time elapsed with connections still open; exiting");
     } else {
         tracing::info!("drained");

@@ -67,7 +67,11 @@ impl<T> ActivityIo<T> {
 }
 
 impl<T: AsyncRead> AsyncRead for ActivityIo<T> {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         let this = self.project();
         let before = buf.filled().len();
         let res = this.inner.poll_read(cx, buf);
@@ -79,7 +83,11 @@ impl<T: AsyncRead> AsyncRead for ActivityIo<T> {
 }
 
 impl<T: AsyncWrite> AsyncWrite for ActivityIo<T> {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         let this = self.project();
         let res = this.inner.poll_write(cx, buf);
         if matches!(res, Poll::Ready(Ok(n)) if n > 0) {
@@ -88,7 +96,11 @@ impl<T: AsyncWrite> AsyncWrite for ActivityIo<T> {
         res
     }
 
-    fn poll_write_vectored(self: Pin<&mut Self>, cx: &mut Context<'_>, bufs: &[io::IoSlice<'_>]) -> Poll<io::Result<usize>> {
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
         let this = self.project();
         let res = this.inner.poll_write_vectored(cx, bufs);
         if matches!(res, Poll::Ready(Ok(n)) if n > 0) {
@@ -134,6 +146,9 @@ mod tests {
         watcher.await.expect("join");
         // Last byte at 18 s, so idle at 28 s, not at 10 s.
         let waited = start.elapsed();
-        assert!(waited >= Duration::from_secs(28) && waited < Duration::from_secs(29), "{waited:?}");
+        assert!(
+            waited >= Duration::from_secs(28) && waited < Duration::from_secs(29),
+            "{waited:?}"
+        );
     }
 }

@@ -66,7 +66,11 @@ impl BoundListener {
     /// deep accept backlog.
     pub fn bind(spec: &ListenerSpec) -> std::io::Result<Self> {
         let addr = spec.address;
-        let socket = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::STREAM, Some(socket2::Protocol::TCP))?;
+        let socket = socket2::Socket::new(
+            socket2::Domain::for_address(addr),
+            socket2::Type::STREAM,
+            Some(socket2::Protocol::TCP),
+        )?;
         socket.set_reuse_address(true)?;
         socket.set_nonblocking(true)?;
         socket.bind(&addr.into())?;
@@ -84,12 +88,21 @@ impl BoundListener {
 /// What a listener does with its connections.
 pub enum Protocol {
     Http(Arc<HttpServer>),
-    Tcp { cluster: Arc<Cluster>, limits: LimitsSpec },
+    Tcp {
+        cluster: Arc<Cluster>,
+        limits: LimitsSpec,
+    },
 }
 
 /// Runs the accept loop until drain; every connection task is tracked by
 /// `tracker` so shutdown can wait for them.
-pub fn spawn_accept_loop(bound: BoundListener, protocol: Protocol, max_connections: u32, drain: Drain, tracker: TaskTracker) {
+pub fn spawn_accept_loop(
+    bound: BoundListener,
+    protocol: Protocol,
+    max_connections: u32,
+    drain: Drain,
+    tracker: TaskTracker,
+) {
     let slots = Arc::new(Semaphore::new(max_connections as usize));
     let name: Arc<str> = Arc::from(bound.name.as_str());
     let inner_tracker = tracker.clone();

@@ -11,7 +11,12 @@ use super::io::{Activity, ActivityIo};
 use crate::cluster::Cluster;
 use crate::config::LimitsSpec;
 
-pub async fn serve(client: TcpStream, peer: SocketAddr, cluster: &Arc<Cluster>, limits: &LimitsSpec) {
+pub async fn serve(
+    client: TcpStream,
+    peer: SocketAddr,
+    cluster: &Arc<Cluster>,
+    limits: &LimitsSpec,
+) {
     let Some(endpoint) = cluster.pick(None) else {
         tracing::debug!(cluster = %cluster.name(), %peer, "no healthy upstream; tcp connection closed");
         return;

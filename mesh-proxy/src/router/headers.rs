@@ -12,7 +12,8 @@ pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-
 pub static X_FORWARDED_CLIENT_CERT: HeaderName = HeaderName::from_static("x-forwarded-client-cert");
 pub static X_MESH_ERROR: HeaderName = HeaderName::from_static("x-mesh-error");
 pub static X_MESH_OVERLOADED: HeaderName = HeaderName::from_static("x-mesh-overloaded");
-pub static X_MESH_UPSTREAM_SERVICE_TIME: HeaderName = HeaderName::from_static("x-mesh-upstream-service-time");
+pub static X_MESH_UPSTREAM_SERVICE_TIME: HeaderName =
+    HeaderName::from_static("x-mesh-upstream-service-time");
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 static HTTP2_SETTINGS: HeaderName = HeaderName::from_static("http2-settings");
@@ -27,8 +28,14 @@ pub fn wants_upgrade(headers: &HeaderMap) -> bool {
         .get_all(header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
-        .any(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("upgrade")));
-    connection_upgrade && !upgrade.split(',').any(|p| p.trim().eq_ignore_ascii_case("h2c"))
+        .any(|v| {
+            v.split(',')
+                .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+        });
+    connection_upgrade
+        && !upgrade
+            .split(',')
+            .any(|p| p.trim().eq_ignore_ascii_case("h2c"))
 }
 
 /// Removes hop-by-hop fields: `Connection` and every field it names, plus the
@@ -62,9 +69,13 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
         headers.remove(header::UPGRADE);
     }
     if let Some(te) = headers.get(header::TE) {
-        let trailers = te
-            .to_str()
-            .is_ok_and(|v| v.split(',').any(|t| t.split(';').next().is_some_and(|t| t.trim().eq_ignore_ascii_case("trailers"))));
+        let trailers = te.to_str().is_ok_and(|v| {
+            v.split(',').any(|t| {
+                t.split(';')
+                    .next()
+                    .is_some_and(|t| t.trim().eq_ignore_ascii_case("trailers"))
+            })
+        });
         if trailers {
             headers.insert(header::TE, HeaderValue::from_static("trailers"));
         } else {
@@ -89,15 +100,25 @@ pub fn new_request_id() -> HeaderValue {
     let id = uuid::Builder::from_random_bytes(bytes).into_uuid();
     let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
     let s = id.hyphenated().encode_lower(&mut buf);
-    HeaderValue::from_str(s).unwrap_or_else(|_| HeaderValue::from_static("00000000-0000-4000-8000-000000000000"))
+    HeaderValue::from_str(s)
+        .unwrap_or_else(|_| HeaderValue::from_static("00000000-0000-4000-8000-000000000000"))
 }
 
 /// Sets `x-forwarded-for` / `x-forwarded-proto`. Untrusted downstreams get
 /// their values replaced by what the proxy saw; trusted ones get the peer
 /// appended (RELIABILITY P2).
-pub fn set_forwarded(headers: &mut HeaderMap, peer_ip: &HeaderValue, proto: &'static str, trust: bool) {
+pub fn set_forwarded(
+    headers: &mut HeaderMap,
+    peer_ip: &HeaderValue,
+    proto: &'static str,
+    trust: bool,
+) {
     let incoming = if trust {
-        let values: Vec<&str> = headers.get_all(&X_FORWARDED_FOR).iter().filter_map(|v| v.to_str().ok()).collect();
+        let values: Vec<&str> = headers
+            .get_all(&X_FORWARDED_FOR)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect();
         (!values.is_empty()).then(|| values.join(", "))
     } else {
         None
@@ -127,7 +148,10 @@ mod tests {
     fn map(pairs: &[(&str, &str)]) -> HeaderMap {
         let mut h = HeaderMap::new();
         for (k, v) in pairs {
-            h.append(HeaderName::from_bytes(k.as_bytes()).expect("name"), HeaderValue::from_str(v).expect("value"));
+            h.append(
+                HeaderName::from_bytes(k.as_bytes()).expect("name"),
+                HeaderValue::from_str(v).expect("value"),
+            );
         }
         h
     }
@@ -165,7 +189,11 @@ mod tests {
         strip_hop_by_hop(&mut kept, true);
         assert_eq!(kept["upgrade"], "websocket");
         assert_eq!(kept["connection"], "upgrade");
-        let h2c = map(&[("connection", "Upgrade, HTTP2-Settings"), ("upgrade", "h2c"), ("http2-settings", "AAA")]);
+        let h2c = map(&[
+            ("connection", "Upgrade, HTTP2-Settings"),
+            ("upgrade", "h2c"),
+            ("http2-settings", "AAA"),
+        ]);
         assert!(!wants_upgrade(&h2c));
         let mut stripped = h2c.clone();
         strip_hop_by_hop(&mut stripped, false);
@@ -175,12 +203,19 @@ mod tests {
     #[test]
     fn forwarded_headers_replace_or_append_by_trust() {
         let peer = HeaderValue::from_static("127.0.0.1");
-        let mut h = map(&[("x-forwarded-for", "6.6.6.6"), ("x-forwarded-proto", "https"), ("forwarded", "for=x")]);
+        let mut h = map(&[
+            ("x-forwarded-for", "6.6.6.6"),
+            ("x-forwarded-proto", "https"),
+            ("forwarded", "for=x"),
+        ]);
         set_forwarded(&mut h, &peer, "http", false);
         assert_eq!(h["x-forwarded-for"], "127.0.0.1");
         assert_eq!(h["x-forwarded-proto"], "http");
         assert!(!h.contains_key("forwarded"));
-        let mut t = map(&[("x-forwarded-for", "6.6.6.6"), ("x-forwarded-proto", "https")]);
+        let mut t = map(&[
+            ("x-forwarded-for", "6.6.6.6"),
+            ("x-forwarded-proto", "https"),
+        ]);
         set_forwarded(&mut t, &peer, "http", true);
         assert_eq!(t["x-forwarded-for"], "6.6.6.6, 127.0.0.1");
         assert_eq!(t["x-forwarded-proto"], "https");

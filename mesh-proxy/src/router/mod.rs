@@ -58,13 +58,22 @@ pub struct Downstream {
 
 impl Downstream {
     pub fn new(peer: SocketAddr, is_tls: bool) -> Self {
-        let peer_ip = HeaderValue::from_str(&peer.ip().to_string()).unwrap_or_else(|_| HeaderValue::from_static("unknown"));
-        Self { peer, peer_ip, is_tls }
+        let peer_ip = HeaderValue::from_str(&peer.ip().to_string())
+            .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
+        Self {
+            peer,
+            peer_ip,
+            is_tls,
+        }
     }
 }
 
 /// Serves one downstream request: never fails, every error becomes a local reply.
-pub async fn handle(ctx: Arc<HttpContext>, down: Arc<Downstream>, mut req: Request<Incoming>) -> Response<ResponseBody> {
+pub async fn handle(
+    ctx: Arc<HttpContext>,
+    down: Arc<Downstream>,
+    mut req: Request<Incoming>,
+) -> Response<ResponseBody> {
     let request_id = match req.headers().get(&X_REQUEST_ID) {
         Some(id) if !id.is_empty() => id.clone(),
         _ => {
@@ -77,12 +86,16 @@ pub async fn handle(ctx: Arc<HttpContext>, down: Arc<Downstream>, mut req: Reque
         Ok(resp) => resp,
         Err(e) => {
             tracing::debug!(listener = %ctx.listener, error = %e, flag = e.flag(), "local reply");
-            ctx.stats.downstream_rq_local.fetch_add(1, Ordering::Relaxed);
+            ctx.stats
+                .downstream_rq_local
+                .fetch_add(1, Ordering::Relaxed);
             e.into_response()
         }
     };
     resp.headers_mut().insert(X_REQUEST_ID.clone(), request_id);
-    ctx.stats.downstream_rq_total.fetch_add(1, Ordering::Relaxed);
+    ctx.stats
+        .downstream_rq_total
+        .fetch_add(1, Ordering::Relaxed);
     let class = (resp.status().as_u16() / 100).clamp(1, 5) as usize - 1;
     ctx.stats.downstream_rq_class[class].fetch_add(1, Ordering::Relaxed);
     resp
@@ -107,13 +120,19 @@ fn check_limits(req: &Request<Incoming>, limits: &LimitsSpec) -> Result<(), Prox
     if headers.len() > limits.max_request_headers_count as usize {
         return Err(ProxyError::HeadersTooLarge);
     }
-    let size: usize = headers.iter().map(|(k, v)| k.as_str().len() + v.len() + 4).sum();
+    let size: usize = headers
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len() + 4)
+        .sum();
     if size > limits.max_request_headers_kb as usize * 1024 {
         return Err(ProxyError::HeadersTooLarge);
     }
     if limits.max_request_body_mb > 0 {
         let max = u64::from(limits.max_request_body_mb) * 1024 * 1024;
-        let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+        let declared = headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
         if declared.is_some_and(|n| n > max) {
             return Err(ProxyError::BodyTooLarge);
         }
@@ -122,61 +141,86 @@ fn check_limits(req: &Request<Incoming>, limits: &LimitsSpec) -> Result<(), Prox
 }
 
 /// The request's authority: the absolute-form target's, else `:authority`
-/// (HTTP/2), else the single Host header (RFC 9112 §3.2).
-fn authority(req: &Request<Incoming>) -> Result<Cow<'_, str>, ProxyError> {
+/// (HTTP/2), else the single Host header (RFC 9112 §3.2). A Host header is
+/// returned as a cheap reference-counted clone; empty for HTTP/1.0 without one.
+fn authority(req: &Request<Incoming>) -> Result<HeaderValue, ProxyError> {
     if let Some(a) = req.uri().authority() {
-        return Ok(Cow::Borrowed(a.as_str()));
+        return HeaderValue::from_str(a.as_str())
+            .map_err(|_| ProxyError::BadRequest("invalid host"));
     }
     let mut hosts = req.headers().get_all(header::HOST).iter();
     match (hosts.next(), hosts.next()) {
-        (Some(h), None) => h
-            .to_str()
-            .map(Cow::Borrowed)
-            .map_err(|_| ProxyError::BadRequest("invalid host")),
+        (Some(h), None) => Ok(h.clone()),
         (Some(_), Some(_)) => Err(ProxyError::BadRequest("more than one host header")),
-        (None, _) if req.version() == Version::HTTP_10 => Ok(Cow::Borrowed("")),
+        (None, _) if req.version() == Version::HTTP_10 => Ok(HeaderValue::from_static("")),
         (None, _) => Err(ProxyError::BadRequest("missing host header")),
     }
 }
 
-async fn proxy(ctx: &HttpContext, down: &Downstream, mut req: Request<Incoming>) -> Result<Response<ResponseBody>, ProxyError> {
+async fn proxy(
+    ctx: &HttpContext,
+    down: &Downstream,
+    mut req: Request<Incoming>,
+) -> Result<Response<ResponseBody>, ProxyError> {
     check_limits(&req, &ctx.limits)?;
-    let authority = authority(&req)?.into_owned();
-    let host = if authority.is_empty() {
+    // Owned, cheap (reference-counted) copies, so the checks below can borrow
+    // them while the request itself is taken apart.
+    let authority = authority(&req)?;
+    let uri = req.uri().clone();
+    let authority_str = authority
+        .to_str()
+        .map_err(|_| ProxyError::BadRequest("invalid host"))?;
+    let host = if authority_str.is_empty() {
         Cow::Borrowed("")
     } else {
-        normalize::host_for_routing(&authority)?
+        normalize::host_for_routing(authority_str)?
     };
-    let path = normalize::normalize_path(req.uri().path())?.into_owned();
+    let path = normalize::normalize_path(uri.path())?;
     let table = ctx.routes.load_full();
     let route = table
-        .find(&host, &normalize::without_params(&path), req.method(), req.headers())
+        .find(
+            &host,
+            &normalize::without_params(&path),
+            req.method(),
+            req.headers(),
+        )
         .ok_or(ProxyError::NoRoute)?;
     let cluster = match &route.action {
-        Action::Direct { status, body } => return Ok(direct_response(route, *status, body.clone())),
+        Action::Direct { status, body } => {
+            return Ok(direct_response(route, *status, body.clone()));
+        }
         action => action.cluster().ok_or(ProxyError::NoRoute)?,
     };
 
-    let upgrade = (req.version() == Version::HTTP_11 && headers::wants_upgrade(req.headers()) && cluster.protocol() == UpstreamProtocol::Http1)
+    let upgrade = (req.version() == Version::HTTP_11
+        && headers::wants_upgrade(req.headers())
+        && cluster.protocol() == UpstreamProtocol::Http1)
         .then(|| hyper::upgrade::on(&mut req));
     let (mut parts, body) = req.into_parts();
 
     // The upstream request reuses the downstream head: only what changes is rewritten.
     let upstream_path = route.rewrite_path(&path);
-    let query = parts.uri.query();
-    let path_and_query = match query {
-        Some(q) => PathAndQuery::try_from(format!("{upstream_path}?{q}")),
-        None => PathAndQuery::try_from(upstream_path.as_ref()),
-    }
-    .map_err(|_| ProxyError::BadRequest("invalid request target"))?;
-    let host_value = match &route.host_rewrite {
-        Some(h) => h.clone(),
-        None => HeaderValue::from_str(&authority).map_err(|_| ProxyError::BadRequest("invalid host"))?,
+    let unchanged = matches!(
+        (&path, &upstream_path),
+        (Cow::Borrowed(_), Cow::Borrowed(_))
+    );
+    let path_and_query = match (unchanged, uri.path_and_query(), uri.query()) {
+        (true, Some(pq), _) => pq.clone(),
+        (_, _, Some(q)) => PathAndQuery::try_from(format!("{upstream_path}?{q}"))
+            .map_err(|_| ProxyError::BadRequest("invalid request target"))?,
+        (_, _, None) => PathAndQuery::try_from(upstream_path.as_ref())
+            .map_err(|_| ProxyError::BadRequest("invalid request target"))?,
     };
+    let host_value = route.host_rewrite.clone().unwrap_or(authority);
     let h = &mut parts.headers;
     headers::strip_hop_by_hop(h, upgrade.is_some());
     h.remove(&headers::X_FORWARDED_CLIENT_CERT);
-    headers::set_forwarded(h, &down.peer_ip, if down.is_tls { "https" } else { "http" }, ctx.trust_forwarded);
+    headers::set_forwarded(
+        h,
+        &down.peer_ip,
+        if down.is_tls { "https" } else { "http" },
+        ctx.trust_forwarded,
+    );
     headers::apply_mutations(h, &route.request_headers);
     match cluster.protocol() {
         UpstreamProtocol::Http1 => {
@@ -186,12 +230,14 @@ async fn proxy(ctx: &HttpContext, down: &Downstream, mut req: Request<Incoming>)
         }
         UpstreamProtocol::Http2 => {
             parts.version = Version::HTTP_2;
-            let authority = Authority::try_from(host_value.as_bytes()).map_err(|_| ProxyError::BadRequest("invalid host"))?;
+            let authority = Authority::try_from(host_value.as_bytes())
+                .map_err(|_| ProxyError::BadRequest("invalid host"))?;
             let mut uri = http::uri::Parts::default();
             uri.scheme = Some(Scheme::HTTP);
             uri.authority = Some(authority);
             uri.path_and_query = Some(path_and_query);
-            parts.uri = Uri::from_parts(uri).map_err(|_| ProxyError::BadRequest("invalid request target"))?;
+            parts.uri = Uri::from_parts(uri)
+                .map_err(|_| ProxyError::BadRequest("invalid request target"))?;
             h.remove(header::HOST);
         }
     }
@@ -205,30 +251,46 @@ async fn proxy(ctx: &HttpContext, down: &Downstream, mut req: Request<Incoming>)
 
     let started = Instant::now();
     let attempt = async {
-        let endpoint = cluster.pick(None).ok_or_else(|| ProxyError::NoHealthyUpstream {
-            cluster: cluster.name().to_owned(),
-        })?;
-        cluster.send(&endpoint, upstream_req).await.map_err(ProxyError::from)
+        let endpoint = cluster
+            .pick(None)
+            .ok_or_else(|| ProxyError::NoHealthyUpstream {
+                cluster: cluster.name().to_owned(),
+            })?;
+        cluster
+            .send(&endpoint, upstream_req)
+            .await
+            .map_err(ProxyError::from)
     };
-    let mut resp = match route.timeout {
-        Some(t) => tokio::time::timeout(t, attempt).await.map_err(|_| ProxyError::Timeout(t))??,
-        None => attempt.await?,
-    };
+    // Without a route timeout the stream idle timeout still bounds the wait.
+    let head_timeout = route.timeout.unwrap_or(ctx.limits.stream_idle_timeout);
+    let mut resp = tokio::time::timeout(head_timeout, attempt)
+        .await
+        .map_err(|_| ProxyError::Timeout(head_timeout))??;
     let upstream_ms = started.elapsed().as_millis() as u64;
 
-    if let Some(on_downstream) = upgrade.filter(|_| resp.status() == StatusCode::SWITCHING_PROTOCOLS) {
+    if let Some(on_downstream) =
+        upgrade.filter(|_| resp.status() == StatusCode::SWITCHING_PROTOCOLS)
+    {
         spawn_tunnel(on_downstream, hyper::upgrade::on(&mut resp));
         headers::strip_hop_by_hop(resp.headers_mut(), true);
     } else {
         headers::strip_hop_by_hop(resp.headers_mut(), false);
     }
     let h = resp.headers_mut();
-    h.insert(headers::X_MESH_UPSTREAM_SERVICE_TIME.clone(), HeaderValue::from(upstream_ms));
+    h.insert(
+        headers::X_MESH_UPSTREAM_SERVICE_TIME.clone(),
+        HeaderValue::from(upstream_ms),
+    );
     headers::apply_mutations(h, &route.response_headers);
-    Ok(resp.map(ResponseBody::upstream))
+    let idle = ctx.limits.stream_idle_timeout;
+    Ok(resp.map(|b| ResponseBody::upstream(b, idle)))
 }
 
-fn direct_response(route: &Route, status: StatusCode, body: bytes::Bytes) -> Response<ResponseBody> {
+fn direct_response(
+    route: &Route,
+    status: StatusCode,
+    body: bytes::Bytes,
+) -> Response<ResponseBody> {
     let mut resp = Response::new(ResponseBody::local(body));
     *resp.status_mut() = status;
     headers::apply_mutations(resp.headers_mut(), &route.response_headers);

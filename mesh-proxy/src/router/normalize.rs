@@ -39,7 +39,9 @@ pub fn normalize_path(path: &str) -> Result<Cow<'_, str>, TargetError> {
         match b {
             b'%' => {
                 let (hi, lo) = match (bytes.get(i + 1), bytes.get(i + 2)) {
-                    (Some(h), Some(l)) if h.is_ascii_hexdigit() && l.is_ascii_hexdigit() => (*h, *l),
+                    (Some(h), Some(l)) if h.is_ascii_hexdigit() && l.is_ascii_hexdigit() => {
+                        (*h, *l)
+                    }
                     _ => return Err(TargetError::BadEscape),
                 };
                 let decoded = hex(hi) << 4 | hex(lo);
@@ -56,7 +58,10 @@ pub fn normalize_path(path: &str) -> Result<Cow<'_, str>, TargetError> {
             b'.' if bytes[i - 1] == b'/' => {
                 // "/." or "/.." followed by '/' or end is a dot segment.
                 let rest = &bytes[i + 1..];
-                if rest.is_empty() || rest[0] == b'/' || (rest[0] == b'.' && (rest.len() == 1 || rest[1] == b'/')) {
+                if rest.is_empty()
+                    || rest[0] == b'/'
+                    || (rest[0] == b'.' && (rest.len() == 1 || rest[1] == b'/'))
+                {
                     needs_work = true;
                 }
             }
@@ -227,7 +232,14 @@ mod tests {
 
     #[test]
     fn normal_paths_are_borrowed_unchanged() {
-        for p in ["/", "/a/b", "/a.b/c..d", "/.well-known/x", "/a/..b", "/%20x"] {
+        for p in [
+            "/",
+            "/a/b",
+            "/a.b/c..d",
+            "/.well-known/x",
+            "/a/..b",
+            "/%20x",
+        ] {
             let out = normalize_path(p).expect("valid");
             if p == "/%20x" {
                 assert_eq!(out, "/%20x");
@@ -262,7 +274,10 @@ mod tests {
     #[test]
     fn encoded_slashes_and_bad_escapes_are_rejected() {
         assert_eq!(norm("/public/..%2fadmin"), Err(TargetError::EncodedSlash));
-        assert_eq!(norm("/public/%2e%2e%2fadmin"), Err(TargetError::EncodedSlash));
+        assert_eq!(
+            norm("/public/%2e%2e%2fadmin"),
+            Err(TargetError::EncodedSlash)
+        );
         assert_eq!(norm("/a%5cb"), Err(TargetError::EncodedSlash));
         assert_eq!(norm("/a\\b"), Err(TargetError::EncodedSlash));
         assert_eq!(norm("/a%zz"), Err(TargetError::BadEscape));
@@ -280,12 +295,20 @@ mod tests {
 
     #[test]
     fn hosts_are_validated_and_lowercased() {
-        assert_eq!(host_for_routing("Example.COM:8080").as_deref(), Ok("example.com"));
-        assert_eq!(host_for_routing("svc.mesh.test.").as_deref(), Ok("svc.mesh.test"));
+        assert_eq!(
+            host_for_routing("Example.COM:8080").as_deref(),
+            Ok("example.com")
+        );
+        assert_eq!(
+            host_for_routing("svc.mesh.test.").as_deref(),
+            Ok("svc.mesh.test")
+        );
         assert_eq!(host_for_routing("127.0.0.1:80").as_deref(), Ok("127.0.0.1"));
         assert_eq!(host_for_routing("[::1]:80").as_deref(), Ok("[::1]"));
         assert_eq!(host_for_routing("t").as_deref(), Ok("t"));
-        for bad in ["a/b", "a\\b", "a@b", "a b", "..x", "a\u{1}", "", "a:", "a:x1", "[zz]", ":80"] {
+        for bad in [
+            "a/b", "a\\b", "a@b", "a b", "..x", "a\u{1}", "", "a:", "a:x1", "[zz]", ":80",
+        ] {
             assert_eq!(host_for_routing(bad), Err(TargetError::BadHost), "{bad:?}");
         }
     }

@@ -1,14 +1,16 @@
 //! Failures of a proxied request and the local replies they become
 //! (SPEC §3 "Local replies"), and the response body type.
 
+use std::future::Future;
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
+use tokio::time::{Instant, Sleep};
 
 use super::headers::{X_MESH_ERROR, X_MESH_OVERLOADED};
 use super::normalize::TargetError;
@@ -57,10 +59,12 @@ impl ProxyError {
                 Some(BodyErrorKind::TooLarge) => StatusCode::PAYLOAD_TOO_LARGE,
                 Some(BodyErrorKind::Downstream) => StatusCode::BAD_REQUEST,
                 None => match e.kind {
-                    UpstreamErrorKind::NoHealthyEndpoint | UpstreamErrorKind::ConnectFailure | UpstreamErrorKind::Overflow => {
-                        StatusCode::SERVICE_UNAVAILABLE
+                    UpstreamErrorKind::NoHealthyEndpoint
+                    | UpstreamErrorKind::ConnectFailure
+                    | UpstreamErrorKind::Overflow => StatusCode::SERVICE_UNAVAILABLE,
+                    UpstreamErrorKind::Reset | UpstreamErrorKind::Protocol => {
+                        StatusCode::BAD_GATEWAY
                     }
-                    UpstreamErrorKind::Reset | UpstreamErrorKind::Protocol => StatusCode::BAD_GATEWAY,
                 },
             },
         }
@@ -112,23 +116,33 @@ impl ProxyError {
     /// Whether the downstream connection must close after this reply: the
     /// request's framing or body state can no longer be trusted.
     fn closes_connection(&self) -> bool {
-        matches!(self.status(), StatusCode::BAD_REQUEST | StatusCode::REQUEST_TIMEOUT | StatusCode::PAYLOAD_TOO_LARGE)
+        matches!(
+            self.status(),
+            StatusCode::BAD_REQUEST | StatusCode::REQUEST_TIMEOUT | StatusCode::PAYLOAD_TOO_LARGE
+        )
     }
 
     pub fn into_response(self) -> Response<ResponseBody> {
         let mut resp = local_reply(self.status(), self.flag(), self.message());
-        if matches!(&self, ProxyError::Upstream(e) if e.kind == UpstreamErrorKind::Overflow && e.body_error.is_none()) {
-            resp.headers_mut().insert(X_MESH_OVERLOADED.clone(), HeaderValue::from_static("true"));
+        if matches!(&self, ProxyError::Upstream(e) if e.kind == UpstreamErrorKind::Overflow && e.body_error.is_none())
+        {
+            resp.headers_mut()
+                .insert(X_MESH_OVERLOADED.clone(), HeaderValue::from_static("true"));
         }
         if self.closes_connection() {
-            resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+            resp.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         resp
     }
 }
 
 /// A response the proxy writes itself.
-pub fn local_reply(status: StatusCode, flag: &'static str, message: &'static str) -> Response<ResponseBody> {
+pub fn local_reply(
+    status: StatusCode,
+    flag: &'static str,
+    message: &'static str,
+) -> Response<ResponseBody> {
     let mut resp = Response::new(ResponseBody::local(Bytes::from_static(message.as_bytes())));
     *resp.status_mut() = status;
     let h = resp.headers_mut();
@@ -137,12 +151,29 @@ pub fn local_reply(status: StatusCode, flag: &'static str, message: &'static str
     resp
 }
 
+/// Error type of [`ResponseBody`]: an upstream body error, or the stream
+/// idle timeout.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+#[derive(Debug, thiserror::Error)]
+#[error("no response body bytes for {0:?} (stream idle timeout)")]
+pub struct StreamIdleTimeout(pub Duration);
+
 pin_project! {
     /// What the proxy sends downstream: an upstream body, streamed, or a
-    /// local one.
+    /// local one. An upstream body that sends nothing for the stream idle
+    /// timeout is cut (the client sees a reset, never a short body passed
+    /// off as complete).
     #[project = ResponseBodyProj]
     pub enum ResponseBody {
-        Upstream { #[pin] body: UpstreamBody },
+        Upstream {
+            #[pin]
+            body: UpstreamBody,
+            // Created the first time the body has to wait.
+            idle: Option<Pin<Box<Sleep>>>,
+            idle_timeout: Duration,
+            last_data: Instant,
+        },
         Local { data: Option<Bytes> },
     }
 }
@@ -154,33 +185,72 @@ impl ResponseBody {
         }
     }
 
-    pub fn upstream(body: UpstreamBody) -> Self {
-        ResponseBody::Upstream { body }
+    pub fn upstream(body: UpstreamBody, idle_timeout: Duration) -> Self {
+        ResponseBody::Upstream {
+            body,
+            idle: None,
+            idle_timeout,
+            last_data: Instant::now(),
+        }
     }
 }
 
 impl Body for ResponseBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
-    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.project() {
-            ResponseBodyProj::Upstream { body } => body.poll_frame(cx),
-            ResponseBodyProj::Local { data } => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
+            ResponseBodyProj::Upstream {
+                body,
+                idle,
+                idle_timeout,
+                last_data,
+            } => match body.poll_frame(cx) {
+                Poll::Ready(Some(Ok(frame))) => {
+                    *last_data = Instant::now();
+                    Poll::Ready(Some(Ok(frame)))
+                }
+                Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
+                Poll::Ready(None) => Poll::Ready(None),
+                Poll::Pending => {
+                    let sleep = idle.get_or_insert_with(|| {
+                        Box::pin(tokio::time::sleep_until(*last_data + *idle_timeout))
+                    });
+                    loop {
+                        ready!(sleep.as_mut().poll(cx));
+                        let deadline = *last_data + *idle_timeout;
+                        if deadline <= Instant::now() {
+                            return Poll::Ready(Some(Err(Box::new(StreamIdleTimeout(
+                                *idle_timeout,
+                            )))));
+                        }
+                        sleep.as_mut().reset(deadline);
+                    }
+                }
+            },
+            ResponseBodyProj::Local { data } => {
+                Poll::Ready(data.take().map(|d| Ok(Frame::data(d))))
+            }
         }
     }
 
     fn is_end_stream(&self) -> bool {
         match self {
-            ResponseBody::Upstream { body } => body.is_end_stream(),
+            ResponseBody::Upstream { body, .. } => body.is_end_stream(),
             ResponseBody::Local { data } => data.is_none(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match self {
-            ResponseBody::Upstream { body } => body.size_hint(),
-            ResponseBody::Local { data } => SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64)),
+            ResponseBody::Upstream { body, .. } => body.size_hint(),
+            ResponseBody::Local { data } => {
+                SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
+            }
         }
     }
 }

@@ -11,12 +11,21 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, StatusCode};
 
 use crate::cluster::Cluster;
-use crate::config::{HeaderMutations, HostMatch, PathMatch, RateLimitSpec, RetrySpec, RouteAction, RouteMatch, RouteSpec};
+use crate::config::{
+    HeaderMutations, HostMatch, PathMatch, RateLimitSpec, RetrySpec, RouteAction, RouteMatch,
+    RouteSpec,
+};
 
 pub enum Action {
     Cluster(Arc<Cluster>),
-    Weighted { clusters: Vec<(Arc<Cluster>, u32)>, total: u32 },
-    Direct { status: StatusCode, body: Bytes },
+    Weighted {
+        clusters: Vec<(Arc<Cluster>, u32)>,
+        total: u32,
+    },
+    Direct {
+        status: StatusCode,
+        body: Bytes,
+    },
 }
 
 impl Action {
@@ -72,7 +81,9 @@ impl Route {
         };
         path_ok
             && (m.methods.is_empty() || m.methods.contains(method))
-            && m.headers.iter().all(|(name, value)| headers.get_all(name).iter().any(|v| v == value))
+            && m.headers
+                .iter()
+                .all(|(name, value)| headers.get_all(name).iter().any(|v| v == value))
     }
 
     /// The path to send upstream: `rewrite_prefix` replaces the matched
@@ -107,14 +118,22 @@ pub struct RouteTable {
 
 impl RouteTable {
     /// Builds the table; `cluster` resolves a validated cluster name.
-    pub fn build(listener: &str, specs: &[RouteSpec], cluster: impl Fn(&str) -> Option<Arc<Cluster>>) -> Result<Self, String> {
-        let resolve = |name: &str| cluster(name).ok_or_else(|| format!("unknown cluster \"{name}\""));
+    pub fn build(
+        listener: &str,
+        specs: &[RouteSpec],
+        cluster: impl Fn(&str) -> Option<Arc<Cluster>>,
+    ) -> Result<Self, String> {
+        let resolve =
+            |name: &str| cluster(name).ok_or_else(|| format!("unknown cluster \"{name}\""));
         let mut routes = Vec::with_capacity(specs.len());
         for (i, spec) in specs.iter().enumerate() {
             let action = match &spec.action {
                 RouteAction::Cluster(name) => Action::Cluster(resolve(name)?),
                 RouteAction::Weighted(ws) => {
-                    let clusters = ws.iter().map(|w| Ok((resolve(&w.cluster)?, w.weight))).collect::<Result<Vec<_>, String>>()?;
+                    let clusters = ws
+                        .iter()
+                        .map(|w| Ok((resolve(&w.cluster)?, w.weight)))
+                        .collect::<Result<Vec<_>, String>>()?;
                     let total = clusters.iter().map(|(_, w)| *w).sum();
                     if total == 0 {
                         return Err("weighted clusters with zero total weight".to_owned());
@@ -142,8 +161,16 @@ impl RouteTable {
         Ok(Self { routes })
     }
 
-    pub fn find(&self, host: &str, path: &str, method: &Method, headers: &HeaderMap) -> Option<&Route> {
-        self.routes.iter().find(|r| r.matches(host, path, method, headers))
+    pub fn find(
+        &self,
+        host: &str,
+        path: &str,
+        method: &Method,
+        headers: &HeaderMap,
+    ) -> Option<&Route> {
+        self.routes
+            .iter()
+            .find(|r| r.matches(host, path, method, headers))
     }
 }
 
@@ -169,11 +196,18 @@ mod tests {
         }
     }
 
-    fn status_of(t: &RouteTable, host: &str, path: &str, method: Method, headers: &HeaderMap) -> Option<u16> {
-        t.find(host, path, &method, headers).map(|r| match &r.action {
-            Action::Direct { status, .. } => status.as_u16(),
-            _ => 0,
-        })
+    fn status_of(
+        t: &RouteTable,
+        host: &str,
+        path: &str,
+        method: Method,
+        headers: &HeaderMap,
+    ) -> Option<u16> {
+        t.find(host, path, &method, headers)
+            .map(|r| match &r.action {
+                Action::Direct { status, .. } => status.as_u16(),
+                _ => 0,
+            })
     }
 
     #[test]
@@ -183,7 +217,10 @@ mod tests {
                 RouteMatch {
                     host: Some(HostMatch::Exact("payments".into())),
                     path: PathMatch::Exact("/pay".into()),
-                    headers: vec![(http::header::HeaderName::from_static("x-canary"), HeaderValue::from_static("true"))],
+                    headers: vec![(
+                        http::header::HeaderName::from_static("x-canary"),
+                        HeaderValue::from_static("true"),
+                    )],
                     methods: vec![Method::POST],
                 },
                 201,
@@ -202,12 +239,30 @@ mod tests {
         let mut canary = HeaderMap::new();
         canary.insert("x-canary", HeaderValue::from_static("true"));
         let none = HeaderMap::new();
-        assert_eq!(status_of(&t, "payments", "/pay", Method::POST, &canary), Some(201));
-        assert_eq!(status_of(&t, "payments", "/pay", Method::GET, &canary), Some(203));
-        assert_eq!(status_of(&t, "payments", "/pay", Method::POST, &none), Some(203));
-        assert_eq!(status_of(&t, "api.example.com", "/v2/x", Method::GET, &none), Some(202));
-        assert_eq!(status_of(&t, "example.com", "/v2/x", Method::GET, &none), Some(203));
-        assert_eq!(status_of(&t, "api.example.com", "/x/v2/", Method::GET, &none), Some(203));
+        assert_eq!(
+            status_of(&t, "payments", "/pay", Method::POST, &canary),
+            Some(201)
+        );
+        assert_eq!(
+            status_of(&t, "payments", "/pay", Method::GET, &canary),
+            Some(203)
+        );
+        assert_eq!(
+            status_of(&t, "payments", "/pay", Method::POST, &none),
+            Some(203)
+        );
+        assert_eq!(
+            status_of(&t, "api.example.com", "/v2/x", Method::GET, &none),
+            Some(202)
+        );
+        assert_eq!(
+            status_of(&t, "example.com", "/v2/x", Method::GET, &none),
+            Some(203)
+        );
+        assert_eq!(
+            status_of(&t, "api.example.com", "/x/v2/", Method::GET, &none),
+            Some(203)
+        );
     }
 
     #[test]
@@ -221,7 +276,9 @@ mod tests {
         );
         s.rewrite_prefix = Some("/".into());
         let t = RouteTable::build("l", &[s], |_| None).expect("table");
-        let r = t.find("h", "/api/users", &Method::GET, &HeaderMap::new()).expect("route");
+        let r = t
+            .find("h", "/api/users", &Method::GET, &HeaderMap::new())
+            .expect("route");
         assert_eq!(r.rewrite_path("/api/users"), "/users");
         assert_eq!(r.rewrite_path("/api/"), "/");
     }

@@ -28,26 +28,43 @@ pub fn filter(level: &str, components: Option<&str>) -> Result<EnvFilter, String
     if let Ok(env) = std::env::var("RUST_LOG") {
         return EnvFilter::try_new(env).map_err(|e| format!("RUST_LOG: {e}"));
     }
-    let mut directives = format!("{level},h2=warn,hyper=warn,hickory_proto=warn,hickory_resolver=warn");
-    for item in components.unwrap_or("").split(',').filter(|s| !s.is_empty()) {
-        let (name, lvl) = item.split_once('=').ok_or_else(|| format!("--component-log-level: expected NAME=LEVEL, got \"{item}\""))?;
+    let mut directives =
+        format!("{level},h2=warn,hyper=warn,hickory_proto=warn,hickory_resolver=warn");
+    for item in components
+        .unwrap_or("")
+        .split(',')
+        .filter(|s| !s.is_empty())
+    {
+        let (name, lvl) = item
+            .split_once('=')
+            .ok_or_else(|| format!("--component-log-level: expected NAME=LEVEL, got \"{item}\""))?;
         let target = COMPONENTS
             .iter()
             .find(|(n, _)| *n == name.trim())
             .map(|(_, t)| *t)
             .ok_or_else(|| {
                 let names: Vec<&str> = COMPONENTS.iter().map(|(n, _)| *n).collect();
-                format!("--component-log-level: unknown component \"{name}\" (known: {})", names.join(", "))
+                format!(
+                    "--component-log-level: unknown component \"{name}\" (known: {})",
+                    names.join(", ")
+                )
             })?;
         directives.push_str(&format!(",{target}={}", lvl.trim()));
     }
     EnvFilter::try_new(&directives).map_err(|e| format!("invalid log level: {e}"))
 }
 
-pub fn init_logging(filter: EnvFilter, format: LogFormat, path: Option<&Path>) -> std::io::Result<()> {
+pub fn init_logging(
+    filter: EnvFilter,
+    format: LogFormat,
+    path: Option<&Path>,
+) -> std::io::Result<()> {
     let writer = match path {
         Some(p) => {
-            let file = std::fs::OpenOptions::new().create(true).append(true).open(p)?;
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(p)?;
             BoxMakeWriter::new(std::sync::Mutex::new(file))
         }
         None => BoxMakeWriter::new(std::io::stderr),
