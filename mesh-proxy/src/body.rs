@@ -129,13 +129,34 @@ impl Body for DownstreamBody {
 /// common cases allocate nothing.
 pub enum RequestBody {
     Empty,
-    Full { data: Option<Bytes> },
-    Stream { body: DownstreamBody },
+    Full {
+        data: Option<Bytes>,
+        trailers: Option<http::HeaderMap>,
+    },
+    Stream {
+        body: DownstreamBody,
+    },
+    /// Bytes already read (while trying to buffer for retries), then the rest.
+    Prefixed {
+        prefix: Option<Bytes>,
+        rest: DownstreamBody,
+    },
 }
 
 impl RequestBody {
     pub fn full(data: Bytes) -> Self {
-        RequestBody::Full { data: Some(data) }
+        RequestBody::Full {
+            data: Some(data),
+            trailers: None,
+        }
+    }
+
+    /// A body that can be sent again: the buffered bytes and trailers.
+    pub fn replay(r: &Replay) -> Self {
+        RequestBody::Full {
+            data: Some(r.data.clone()),
+            trailers: r.trailers.clone(),
+        }
     }
 
     pub fn stream(body: DownstreamBody) -> Self {
@@ -153,26 +174,91 @@ impl Body for RequestBody {
     ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         match self.get_mut() {
             RequestBody::Empty => Poll::Ready(None),
-            RequestBody::Full { data } => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
+            RequestBody::Full { data, trailers } => match data.take() {
+                Some(d) => Poll::Ready(Some(Ok(Frame::data(d)))),
+                None => Poll::Ready(trailers.take().map(|t| Ok(Frame::trailers(t)))),
+            },
             RequestBody::Stream { body } => Pin::new(body).poll_frame(cx),
+            RequestBody::Prefixed { prefix, rest } => match prefix.take() {
+                Some(p) => Poll::Ready(Some(Ok(Frame::data(p)))),
+                None => Pin::new(rest).poll_frame(cx),
+            },
         }
     }
 
     fn is_end_stream(&self) -> bool {
         match self {
             RequestBody::Empty => true,
-            RequestBody::Full { data } => data.is_none(),
+            RequestBody::Full { data, trailers } => data.is_none() && trailers.is_none(),
             RequestBody::Stream { body } => body.is_end_stream(),
+            RequestBody::Prefixed { prefix, rest } => prefix.is_none() && rest.is_end_stream(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match self {
             RequestBody::Empty => SizeHint::with_exact(0),
-            RequestBody::Full { data } => {
+            RequestBody::Full { data, .. } => {
                 SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
             }
             RequestBody::Stream { body } => body.size_hint(),
+            RequestBody::Prefixed { prefix, rest } => {
+                let extra = prefix.as_ref().map_or(0, |p| p.len() as u64);
+                let inner = rest.size_hint();
+                let mut hint = SizeHint::new();
+                hint.set_lower(inner.lower() + extra);
+                if let Some(upper) = inner.upper() {
+                    hint.set_upper(upper + extra);
+                }
+                hint
+            }
         }
     }
+}
+
+/// Bodies up to this size are buffered so a retry can send them again
+/// (Linkerd's limit); larger ones stream once.
+pub const REPLAY_LIMIT: usize = 64 * 1024;
+
+/// A fully buffered request body, sent again on each retry.
+#[derive(Debug, Clone, Default)]
+pub struct Replay {
+    pub data: Bytes,
+    pub trailers: Option<http::HeaderMap>,
+}
+
+/// Reads up to [`REPLAY_LIMIT`] bytes of `body`. Returns the body to send
+/// first and, when the whole body fit, what a retry can replay.
+pub async fn buffer_for_replay(
+    body: RequestBody,
+) -> Result<(RequestBody, Option<Replay>), BodyError> {
+    use http_body_util::BodyExt;
+    let mut rest = match body {
+        RequestBody::Stream { body } => body,
+        RequestBody::Empty => return Ok((RequestBody::Empty, Some(Replay::default()))),
+        other => return Ok((other, None)),
+    };
+    let mut buf = bytes::BytesMut::new();
+    let trailers = loop {
+        match rest.frame().await {
+            None => break None,
+            Some(Err(e)) => return Err(e),
+            Some(Ok(frame)) => match frame.into_data() {
+                Ok(data) => {
+                    buf.extend_from_slice(&data);
+                    if buf.len() > REPLAY_LIMIT {
+                        let prefix = Some(buf.freeze());
+                        return Ok((RequestBody::Prefixed { prefix, rest }, None));
+                    }
+                }
+                // Trailers end the body.
+                Err(frame) => break frame.into_trailers().ok(),
+            },
+        }
+    };
+    let replay = Replay {
+        data: buf.freeze(),
+        trailers,
+    };
+    Ok((RequestBody::replay(&replay), Some(replay)))
 }

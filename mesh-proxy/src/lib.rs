@@ -11,6 +11,8 @@ pub mod app;
 pub mod body;
 pub mod cluster;
 pub mod config;
+pub mod health;
 pub mod listener;
+pub mod resilience;
 pub mod router;
 pub mod telemetry;

@@ -47,27 +47,7 @@ pub fn check_supported(config: &Config) -> anyhow::Result<()> {
             "identity and tls are not supported by this build yet; remove them or use a build with mTLS support"
         );
     }
-    let routes = config.listeners.iter().filter_map(|l| match &l.kind {
-        ListenerKind::Http { routes } => Some(routes),
-        ListenerKind::Tcp { .. } => None,
-    });
     let mut later = Vec::new();
-    for r in routes.flatten() {
-        if r.retry.as_ref().is_some_and(|r| r.attempts > 0) {
-            later.push("retry");
-        }
-        if r.rate_limit.is_some() {
-            later.push("rate_limit");
-        }
-    }
-    for c in &config.clusters {
-        if c.health_check.is_some() {
-            later.push("health_check");
-        }
-        if c.outlier_detection.is_some() {
-            later.push("outlier_detection");
-        }
-    }
     if config
         .tracing
         .as_ref()
@@ -95,7 +75,11 @@ pub fn start(
     let clusters: HashMap<&str, Arc<Cluster>> = config
         .clusters
         .iter()
-        .map(|c| (c.name.as_str(), Cluster::spawn(c.clone())))
+        .map(|c| {
+            let cluster = Cluster::spawn(c.clone());
+            crate::health::spawn_health_checks(&cluster);
+            (c.name.as_str(), cluster)
+        })
         .collect();
     let (trigger, drain) = Drain::new();
     let tracker = TaskTracker::new();

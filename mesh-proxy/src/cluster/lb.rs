@@ -7,8 +7,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use super::Endpoint;
 
-fn usable(e: &Endpoint, avoid: Option<SocketAddr>) -> bool {
-    e.is_available() && Some(e.addr) != avoid
+/// In panic mode every endpoint counts as available.
+fn available(e: &Endpoint, panic: bool) -> bool {
+    panic || e.is_available()
+}
+
+fn usable(e: &Endpoint, avoid: Option<SocketAddr>, panic: bool) -> bool {
+    available(e, panic) && Some(e.addr) != avoid
 }
 
 /// First usable endpoint scanning from `start`; falls back to the avoided
@@ -17,6 +22,7 @@ fn scan(
     endpoints: &[Arc<Endpoint>],
     start: usize,
     avoid: Option<SocketAddr>,
+    panic: bool,
 ) -> Option<&Arc<Endpoint>> {
     let n = endpoints.len();
     let from = |pred: &dyn Fn(&Endpoint) -> bool| {
@@ -24,42 +30,48 @@ fn scan(
             .map(|i| &endpoints[(start + i) % n])
             .find(|e| pred(e))
     };
-    from(&|e| usable(e, avoid)).or_else(|| from(&|e| e.is_available()))
+    from(&|e| usable(e, avoid, panic)).or_else(|| from(&|e| available(e, panic)))
 }
 
 pub fn round_robin<'a>(
     endpoints: &'a [Arc<Endpoint>],
     next: &AtomicUsize,
     avoid: Option<SocketAddr>,
+    panic: bool,
 ) -> Option<&'a Arc<Endpoint>> {
     if endpoints.is_empty() {
         return None;
     }
     let start = next.fetch_add(1, Ordering::Relaxed) % endpoints.len();
-    scan(endpoints, start, avoid)
+    scan(endpoints, start, avoid, panic)
 }
 
-pub fn random(endpoints: &[Arc<Endpoint>], avoid: Option<SocketAddr>) -> Option<&Arc<Endpoint>> {
+pub fn random(
+    endpoints: &[Arc<Endpoint>],
+    avoid: Option<SocketAddr>,
+    panic: bool,
+) -> Option<&Arc<Endpoint>> {
     if endpoints.is_empty() {
         return None;
     }
-    scan(endpoints, fastrand::usize(..endpoints.len()), avoid)
+    scan(endpoints, fastrand::usize(..endpoints.len()), avoid, panic)
 }
 
 /// Power of two choices: the less loaded of two random usable endpoints.
 pub fn least_request(
     endpoints: &[Arc<Endpoint>],
     avoid: Option<SocketAddr>,
+    panic: bool,
 ) -> Option<&Arc<Endpoint>> {
     let n = endpoints.len();
     match n {
         0 => None,
-        1 => scan(endpoints, 0, avoid),
+        1 => scan(endpoints, 0, avoid, panic),
         _ => {
             let a = fastrand::usize(..n);
             let b = (a + 1 + fastrand::usize(..n - 1)) % n;
             let (ea, eb) = (&endpoints[a], &endpoints[b]);
-            match (usable(ea, avoid), usable(eb, avoid)) {
+            match (usable(ea, avoid, panic), usable(eb, avoid, panic)) {
                 (true, true) => {
                     let la = ea.active_requests.load(Ordering::Relaxed);
                     let lb = eb.active_requests.load(Ordering::Relaxed);
@@ -67,7 +79,7 @@ pub fn least_request(
                 }
                 (true, false) => Some(ea),
                 (false, true) => Some(eb),
-                (false, false) => scan(endpoints, a, avoid),
+                (false, false) => scan(endpoints, a, avoid, panic),
             }
         }
     }
@@ -98,7 +110,7 @@ mod tests {
         let eps = set(3);
         let next = AtomicUsize::new(0);
         let c = counts((0..300).map(|_| {
-            round_robin(&eps, &next, None)
+            round_robin(&eps, &next, None, false)
                 .map(|e| e.addr)
                 .expect("some")
         }));
@@ -112,11 +124,11 @@ mod tests {
         eps[1].healthy.store(false, Ordering::Relaxed);
         let next = AtomicUsize::new(0);
         for _ in 0..30 {
-            let e = round_robin(&eps, &next, Some(eps[0].addr)).expect("some");
+            let e = round_robin(&eps, &next, Some(eps[0].addr), false).expect("some");
             assert_eq!(e.addr, eps[2].addr);
-            let r = random(&eps, None).expect("some");
+            let r = random(&eps, None, false).expect("some");
             assert_ne!(r.addr, eps[1].addr);
-            let l = least_request(&eps, Some(eps[2].addr)).expect("some");
+            let l = least_request(&eps, Some(eps[2].addr), false).expect("some");
             assert_eq!(l.addr, eps[0].addr);
         }
     }
@@ -124,8 +136,8 @@ mod tests {
     #[test]
     fn avoided_endpoint_is_used_when_it_is_the_only_one() {
         let eps = set(1);
-        assert!(least_request(&eps, Some(eps[0].addr)).is_some());
-        assert!(round_robin(&eps, &AtomicUsize::new(0), Some(eps[0].addr)).is_some());
+        assert!(least_request(&eps, Some(eps[0].addr), false).is_some());
+        assert!(round_robin(&eps, &AtomicUsize::new(0), Some(eps[0].addr), false).is_some());
     }
 
     #[test]
@@ -134,9 +146,24 @@ mod tests {
         for e in &eps {
             e.healthy.store(false, Ordering::Relaxed);
         }
-        assert!(random(&eps, None).is_none());
-        assert!(least_request(&eps, None).is_none());
-        assert!(round_robin(&[], &AtomicUsize::new(0), None).is_none());
+        assert!(random(&eps, None, false).is_none());
+        assert!(least_request(&eps, None, false).is_none());
+        assert!(round_robin(&[], &AtomicUsize::new(0), None, false).is_none());
+    }
+
+    #[test]
+    fn panic_mode_uses_unavailable_endpoints_too() {
+        let eps = set(2);
+        for e in &eps {
+            e.ejected.store(true, Ordering::Relaxed);
+        }
+        assert!(random(&eps, None, true).is_some());
+        let c = counts((0..10).map(|i| {
+            round_robin(&eps, &AtomicUsize::new(i), None, true)
+                .expect("some")
+                .addr
+        }));
+        assert_eq!(c.len(), 2);
     }
 
     #[test]
@@ -144,14 +171,17 @@ mod tests {
         let eps = set(2);
         eps[0].active_requests.store(10, Ordering::Relaxed);
         for _ in 0..50 {
-            assert_eq!(least_request(&eps, None).expect("some").addr, eps[1].addr);
+            assert_eq!(
+                least_request(&eps, None, false).expect("some").addr,
+                eps[1].addr
+            );
         }
     }
 
     #[test]
     fn random_spreads_over_all_endpoints() {
         let eps = set(4);
-        let c = counts((0..4000).map(|_| random(&eps, None).expect("some").addr));
+        let c = counts((0..4000).map(|_| random(&eps, None, false).expect("some").addr));
         assert_eq!(c.len(), 4);
         assert!(c.values().all(|&v| (700..1300).contains(&v)), "{c:?}");
     }

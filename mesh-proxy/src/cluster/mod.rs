@@ -18,13 +18,11 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering}
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use http::{Request, Response};
 
-use crate::body::RequestBody;
-use crate::config::{ClusterSpec, Discovery, LbPolicy, UpstreamProtocol};
+use crate::config::{CircuitBreakerSpec, ClusterSpec, Discovery, LbPolicy, UpstreamProtocol};
 
 use pool::Pool;
-pub use pool::{ConnGuard, RawConn, UpstreamBody};
+pub use pool::{ConnGuard, PooledConn, RawConn, SendError, UpstreamBody, probe};
 
 /// How an upstream attempt failed. Retry, outlier detection, metrics and
 /// local replies all read this one classification.
@@ -38,8 +36,32 @@ pub enum UpstreamErrorKind {
     Overflow,
     /// The connection closed or reset before response headers.
     Reset,
+    /// HTTP/2 REFUSED_STREAM: the upstream did not process the request.
+    RefusedStream,
     /// The upstream answered with something that is not valid HTTP.
     Protocol,
+}
+
+/// What one attempt ended with. Retry, outlier detection and metrics all
+/// read this one classification.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// The upstream answered with this status.
+    Status(http::StatusCode),
+    /// The attempt failed before response headers.
+    Failed(UpstreamErrorKind),
+    /// The per-try timeout elapsed before response headers.
+    PerTryTimeout,
+}
+
+impl Outcome {
+    /// Nothing reached the upstream: safe to retry any request.
+    pub fn nothing_sent(self) -> bool {
+        matches!(
+            self,
+            Outcome::Failed(UpstreamErrorKind::ConnectFailure | UpstreamErrorKind::RefusedStream)
+        )
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -54,6 +76,18 @@ pub struct UpstreamError {
 }
 
 impl UpstreamError {
+    pub fn timeout(endpoint: SocketAddr, after: Duration) -> Self {
+        Self::new(
+            UpstreamErrorKind::Reset,
+            Some(endpoint),
+            format!("per-try timeout after {after:?}"),
+        )
+    }
+
+    pub fn overflow(endpoint: SocketAddr, what: &str) -> Self {
+        Self::new(UpstreamErrorKind::Overflow, Some(endpoint), what)
+    }
+
     fn new(
         kind: UpstreamErrorKind,
         endpoint: Option<SocketAddr>,
@@ -71,11 +105,25 @@ impl UpstreamError {
 /// Counters of one cluster (SPEC §3 "Metrics"); read by the admin API.
 #[derive(Debug, Default)]
 pub struct ClusterStats {
+    /// Attempts sent (each retry counts).
     pub upstream_rq_total: AtomicU64,
+    /// By status class of the upstream's answer: index 0 = 1xx … 4 = 5xx.
+    pub upstream_rq_class: [AtomicU64; 5],
     pub upstream_rq_active: AtomicU64,
+    pub upstream_rq_pending_active: AtomicU64,
+    pub upstream_rq_pending_overflow: AtomicU64,
+    pub upstream_rq_overflow: AtomicU64,
+    pub upstream_rq_retry: AtomicU64,
+    pub upstream_rq_retry_overflow: AtomicU64,
+    pub upstream_rq_retry_budget_exhausted: AtomicU64,
+    pub upstream_rq_timeout: AtomicU64,
+    pub upstream_rq_per_try_timeout: AtomicU64,
+    pub upstream_retries_active: AtomicU64,
     pub upstream_cx_total: AtomicU64,
     pub upstream_cx_active: AtomicU64,
     pub upstream_cx_connect_fail: AtomicU64,
+    pub upstream_cx_overflow: AtomicU64,
+    pub outlier_ejections_total: AtomicU64,
 }
 
 /// Settings every endpoint pool of a cluster shares.
@@ -84,7 +132,7 @@ pub(crate) struct PoolSettings {
     pub protocol: UpstreamProtocol,
     pub connect_timeout: Duration,
     pub idle_timeout: Duration,
-    pub max_connections: u64,
+    pub breaker: CircuitBreakerSpec,
 }
 
 /// One upstream address and its pooled connections.
@@ -92,7 +140,16 @@ pub(crate) struct PoolSettings {
 pub struct Endpoint {
     pub addr: SocketAddr,
     pub active_requests: AtomicU32,
-    healthy: AtomicBool,
+    /// Active health checking's verdict (starts healthy).
+    pub healthy: AtomicBool,
+    /// Outlier detection's verdict.
+    pub ejected: AtomicBool,
+    /// Passive health: consecutive 5xx and gateway failures, ejections so far.
+    pub consecutive_5xx: AtomicU32,
+    pub consecutive_gateway_failure: AtomicU32,
+    pub ejections: AtomicU32,
+    /// Active health: consecutive probe results in the current direction.
+    pub probe_streak: AtomicU32,
     pool: Pool,
 }
 
@@ -102,12 +159,18 @@ impl Endpoint {
             addr,
             active_requests: AtomicU32::new(0),
             healthy: AtomicBool::new(true),
+            ejected: AtomicBool::new(false),
+            consecutive_5xx: AtomicU32::new(0),
+            consecutive_gateway_failure: AtomicU32::new(0),
+            ejections: AtomicU32::new(0),
+            probe_streak: AtomicU32::new(0),
             pool: Pool::default(),
         })
     }
 
+    /// Healthy by active checks and not ejected by outlier detection.
     pub fn is_available(&self) -> bool {
-        self.healthy.load(Ordering::Relaxed)
+        self.healthy.load(Ordering::Relaxed) && !self.ejected.load(Ordering::Relaxed)
     }
 }
 
@@ -165,7 +228,7 @@ impl Cluster {
                     protocol: spec.protocol,
                     connect_timeout: spec.connect_timeout,
                     idle_timeout: spec.idle_timeout,
-                    max_connections: u64::from(spec.circuit_breaker.max_connections),
+                    breaker: spec.circuit_breaker,
                 },
                 stats: ClusterStats::default(),
             }),
@@ -206,26 +269,33 @@ impl Cluster {
 
     /// Picks an available endpoint by the cluster's load balancer, avoiding
     /// `avoid` when another one is available (retries go elsewhere).
+    ///
+    /// Panic threshold (Envoy's, at 50 %): when fewer than half of the
+    /// endpoints are available, the balancer ignores health and ejection and
+    /// spreads load over all of them, rather than crushing the few survivors
+    /// with the whole load. When none is available at all, there is nothing
+    /// to pick (503 `UH`, RELIABILITY R4).
     pub fn pick(&self, avoid: Option<SocketAddr>) -> Option<Arc<Endpoint>> {
         let set = self.endpoints.load();
-        let policy = self.spec.lb;
-        let picked = match policy {
-            LbPolicy::RoundRobin => lb::round_robin(&set.endpoints, &self.rr_next, avoid),
-            LbPolicy::Random => lb::random(&set.endpoints, avoid),
-            LbPolicy::LeastRequest => lb::least_request(&set.endpoints, avoid),
+        let all = &set.endpoints;
+        let available = all.iter().filter(|e| e.is_available()).count();
+        if available == 0 {
+            return None;
+        }
+        let panic = available * 2 < all.len();
+        let picked = match self.spec.lb {
+            LbPolicy::RoundRobin => lb::round_robin(all, &self.rr_next, avoid, panic),
+            LbPolicy::Random => lb::random(all, avoid, panic),
+            LbPolicy::LeastRequest => lb::least_request(all, avoid, panic),
         };
         picked.cloned()
     }
 
-    /// Sends one request to one endpoint over a pooled connection and waits
-    /// for the response head. The request URI must be in origin form for
-    /// HTTP/1.1 upstreams and absolute for HTTP/2 ones.
-    pub async fn send(
-        &self,
-        endpoint: &Arc<Endpoint>,
-        req: Request<RequestBody>,
-    ) -> Result<Response<UpstreamBody>, UpstreamError> {
-        pool::send(&self.shared, endpoint, req).await
+    /// Takes a connection to `endpoint` from its pool (or opens one), after
+    /// the circuit breakers allow the request. The request itself is not
+    /// touched, so a failure here can always be retried.
+    pub async fn checkout(&self, endpoint: &Arc<Endpoint>) -> Result<PooledConn, UpstreamError> {
+        pool::checkout(&self.shared, endpoint).await
     }
 
     /// Opens a raw TCP connection to `endpoint` (TCP listeners).
@@ -235,5 +305,29 @@ impl Cluster {
 
     pub fn protocol(&self) -> UpstreamProtocol {
         self.shared.settings.protocol
+    }
+}
+
+/// A static cluster of `n` endpoints on 127.0.0.1, for unit tests.
+#[cfg(test)]
+pub(crate) fn test_spec(n: u16) -> ClusterSpec {
+    use crate::config::EndpointAddr;
+    ClusterSpec {
+        name: "test".to_owned(),
+        endpoints: (0..n)
+            .map(|i| EndpointAddr {
+                host: "127.0.0.1".to_owned(),
+                port: 1000 + i,
+            })
+            .collect(),
+        discovery: Discovery::Static,
+        protocol: UpstreamProtocol::Http1,
+        lb: LbPolicy::RoundRobin,
+        connect_timeout: Duration::from_secs(1),
+        idle_timeout: Duration::from_secs(60),
+        tls: None,
+        circuit_breaker: CircuitBreakerSpec::default(),
+        health_check: None,
+        outlier_detection: None,
     }
 }

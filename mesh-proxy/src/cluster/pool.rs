@@ -110,60 +110,106 @@ impl Pool {
     }
 }
 
-/// Sends `req` to `endpoint` and returns the response head.
-pub(crate) async fn send(
-    shared: &Arc<ClusterShared>,
-    endpoint: &Arc<Endpoint>,
-    req: Request<RequestBody>,
-) -> Result<Response<UpstreamBody>, UpstreamError> {
-    let active = ActiveRequest::new(shared, endpoint);
-    match shared.settings.protocol {
-        UpstreamProtocol::Http1 => send_h1(shared, endpoint, req, active).await,
-        UpstreamProtocol::Http2 => send_h2(shared, endpoint, req, active).await,
+/// A connection ready to carry one request (HTTP/1.1) or one more stream
+/// (HTTP/2), checked out of an endpoint's pool.
+pub struct PooledConn {
+    conn: Conn,
+    endpoint: Arc<Endpoint>,
+    shared: Arc<ClusterShared>,
+}
+
+enum Conn {
+    H1(H1Sender),
+    H2(H2Sender),
+}
+
+/// A failed send. `request` is the request back when it never reached the
+/// connection, so it can be retried as is, whatever its method or body.
+pub struct SendError {
+    pub error: UpstreamError,
+    pub request: Option<Request<RequestBody>>,
+}
+
+/// Counts a request waiting for a connection (`max_pending_requests`).
+struct PendingGuard<'a>(&'a ClusterShared);
+
+impl Drop for PendingGuard<'_> {
+    fn drop(&mut self) {
+        self.0
+            .stats
+            .upstream_rq_pending_active
+            .fetch_sub(1, Ordering::Relaxed);
     }
 }
 
-async fn send_h1(
+/// Checks the request circuit breakers, then takes an idle connection or
+/// opens one (within the connect timeout and the connection breaker).
+pub(crate) async fn checkout(
     shared: &Arc<ClusterShared>,
     endpoint: &Arc<Endpoint>,
-    req: Request<RequestBody>,
-    active: ActiveRequest,
-) -> Result<Response<UpstreamBody>, UpstreamError> {
-    let idle_timeout = shared.settings.idle_timeout;
-    let mut tx = loop {
-        match endpoint.pool.take_idle(idle_timeout) {
+) -> Result<PooledConn, UpstreamError> {
+    let stats = &shared.stats;
+    let limits = &shared.settings.breaker;
+    if stats.upstream_rq_active.load(Ordering::Relaxed) >= u64::from(limits.max_requests) {
+        stats.upstream_rq_overflow.fetch_add(1, Ordering::Relaxed);
+        return Err(UpstreamError::new(
+            UpstreamErrorKind::Overflow,
+            Some(endpoint.addr),
+            "max_requests reached",
+        ));
+    }
+    if stats
+        .upstream_rq_pending_active
+        .fetch_add(1, Ordering::Relaxed)
+        >= u64::from(limits.max_pending_requests)
+    {
+        stats
+            .upstream_rq_pending_active
+            .fetch_sub(1, Ordering::Relaxed);
+        stats
+            .upstream_rq_pending_overflow
+            .fetch_add(1, Ordering::Relaxed);
+        return Err(UpstreamError::new(
+            UpstreamErrorKind::Overflow,
+            Some(endpoint.addr),
+            "max_pending_requests reached",
+        ));
+    }
+    let _pending = PendingGuard(shared);
+    let conn = match shared.settings.protocol {
+        UpstreamProtocol::Http1 => Conn::H1(checkout_h1(shared, endpoint).await?),
+        UpstreamProtocol::Http2 => Conn::H2(checkout_h2(shared, endpoint).await?),
+    };
+    Ok(PooledConn {
+        conn,
+        endpoint: Arc::clone(endpoint),
+        shared: Arc::clone(shared),
+    })
+}
+
+async fn checkout_h1(
+    shared: &Arc<ClusterShared>,
+    endpoint: &Arc<Endpoint>,
+) -> Result<H1Sender, UpstreamError> {
+    loop {
+        match endpoint.pool.take_idle(shared.settings.idle_timeout) {
             Some(mut tx) => {
                 // An idle connection the upstream closed meanwhile fails
                 // here, before anything is sent; try the next one.
                 if tx.ready().await.is_ok() {
-                    break tx;
+                    return Ok(tx);
                 }
             }
-            None => break connect_h1(shared, endpoint).await?,
+            None => return connect_h1(shared, endpoint).await,
         }
-    };
-    let is_upgrade = req.headers().contains_key(http::header::UPGRADE);
-    let resp = tx
-        .send_request(req)
-        .await
-        .map_err(|e| classify(e, endpoint))?;
-    let reusable = !is_upgrade
-        && resp.status() != http::StatusCode::SWITCHING_PROTOCOLS
-        && !has_connection_close(&resp);
-    let lease = reusable.then(|| Lease {
-        tx,
-        endpoint: Arc::clone(endpoint),
-    });
-    Ok(wrap(resp, lease, active))
+    }
 }
 
-async fn send_h2(
+async fn checkout_h2(
     shared: &Arc<ClusterShared>,
     endpoint: &Arc<Endpoint>,
-    req: Request<RequestBody>,
-    active: ActiveRequest,
-) -> Result<Response<UpstreamBody>, UpstreamError> {
-    let tx = match endpoint.pool.shared_h2() {
+) -> Result<H2Sender, UpstreamError> {
+    let mut tx = match endpoint.pool.shared_h2() {
         Some(tx) => tx,
         None => {
             let _single = endpoint.pool.h2_connecting.lock().await;
@@ -180,13 +226,45 @@ async fn send_h2(
             }
         }
     };
-    let mut tx = tx;
     tx.ready().await.map_err(|e| classify(e, endpoint))?;
-    let resp = tx
-        .send_request(req)
-        .await
-        .map_err(|e| classify(e, endpoint))?;
-    Ok(wrap(resp, None, active))
+    Ok(tx)
+}
+
+impl PooledConn {
+    pub fn endpoint(&self) -> &Arc<Endpoint> {
+        &self.endpoint
+    }
+
+    /// Sends the request and waits for the response head.
+    pub async fn send(
+        self,
+        req: Request<RequestBody>,
+    ) -> Result<Response<UpstreamBody>, SendError> {
+        let active = ActiveRequest::new(&self.shared, &self.endpoint);
+        let endpoint = &self.endpoint;
+        let failed = |mut e: hyper::client::conn::TrySendError<Request<RequestBody>>| SendError {
+            request: e.take_message(),
+            error: classify(e.into_error(), endpoint),
+        };
+        match self.conn {
+            Conn::H1(mut tx) => {
+                let is_upgrade = req.headers().contains_key(http::header::UPGRADE);
+                let resp = tx.try_send_request(req).await.map_err(failed)?;
+                let reusable = !is_upgrade
+                    && resp.status() != http::StatusCode::SWITCHING_PROTOCOLS
+                    && !has_connection_close(&resp);
+                let lease = reusable.then(|| Lease {
+                    tx,
+                    endpoint: Arc::clone(&self.endpoint),
+                });
+                Ok(wrap(resp, lease, active))
+            }
+            Conn::H2(mut tx) => {
+                let resp = tx.try_send_request(req).await.map_err(failed)?;
+                Ok(wrap(resp, None, active))
+            }
+        }
+    }
 }
 
 fn has_connection_close(resp: &Response<Incoming>) -> bool {
@@ -224,7 +302,10 @@ async fn connect_tcp(
     endpoint: &Endpoint,
 ) -> Result<(TcpStream, ConnGuard), UpstreamError> {
     let stats = &shared.stats;
-    if stats.upstream_cx_active.load(Ordering::Relaxed) >= shared.settings.max_connections {
+    if stats.upstream_cx_active.load(Ordering::Relaxed)
+        >= u64::from(shared.settings.breaker.max_connections)
+    {
+        stats.upstream_cx_overflow.fetch_add(1, Ordering::Relaxed);
         return Err(UpstreamError::new(
             UpstreamErrorKind::Overflow,
             Some(endpoint.addr),
@@ -323,12 +404,27 @@ fn classify(e: hyper::Error, endpoint: &Endpoint) -> UpstreamError {
     let body_error = find_body_error(&e);
     let kind = if e.is_parse() || e.is_parse_status() {
         UpstreamErrorKind::Protocol
+    } else if is_refused_stream(&e) {
+        UpstreamErrorKind::RefusedStream
     } else {
         UpstreamErrorKind::Reset
     };
     let mut err = UpstreamError::new(kind, addr, e.to_string());
     err.body_error = body_error;
     err
+}
+
+/// HTTP/2 REFUSED_STREAM: the upstream did not process the request at all
+/// (RFC 9113 §8.7), so it is safe to retry whatever the method.
+fn is_refused_stream(e: &hyper::Error) -> bool {
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        if let Some(h2) = s.downcast_ref::<h2::Error>() {
+            return h2.reason() == Some(h2::Reason::REFUSED_STREAM);
+        }
+        source = s.source();
+    }
+    false
 }
 
 /// The kind of our own downstream body error, if the request failed
@@ -508,4 +604,48 @@ pub(crate) fn spawn_reaper(cluster: Weak<Cluster>) {
             }
         }
     });
+}
+
+/// One active health probe: `GET path` on a fresh connection (never a pooled
+/// one, so a probe sees what a new connection would), with `Host` set to the
+/// cluster's name. Returns the status, or why there was none.
+pub async fn probe(
+    cluster: &Cluster,
+    endpoint: &Endpoint,
+    path: &str,
+) -> Result<http::StatusCode, UpstreamError> {
+    let shared = &cluster.shared;
+    let uri: http::Uri = match shared.settings.protocol {
+        UpstreamProtocol::Http1 => path.parse(),
+        UpstreamProtocol::Http2 => format!("http://{}{path}", shared.name).parse(),
+    }
+    .map_err(|e: http::uri::InvalidUri| {
+        UpstreamError::new(
+            UpstreamErrorKind::Protocol,
+            Some(endpoint.addr),
+            e.to_string(),
+        )
+    })?;
+    let mut req = Request::get(uri).body(RequestBody::Empty).map_err(|e| {
+        UpstreamError::new(
+            UpstreamErrorKind::Protocol,
+            Some(endpoint.addr),
+            e.to_string(),
+        )
+    })?;
+    if shared.settings.protocol == UpstreamProtocol::Http1 {
+        if let Ok(host) = http::HeaderValue::from_str(&shared.name) {
+            req.headers_mut().insert(http::header::HOST, host);
+        }
+        req.headers_mut().insert(
+            http::header::CONNECTION,
+            http::HeaderValue::from_static("close"),
+        );
+    }
+    let resp = match shared.settings.protocol {
+        UpstreamProtocol::Http1 => connect_h1(shared, endpoint).await?.send_request(req).await,
+        UpstreamProtocol::Http2 => connect_h2(shared, endpoint).await?.send_request(req).await,
+    }
+    .map_err(|e| classify(e, endpoint))?;
+    Ok(resp.status())
 }

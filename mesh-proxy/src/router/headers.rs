@@ -12,6 +12,7 @@ pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-
 pub static X_FORWARDED_CLIENT_CERT: HeaderName = HeaderName::from_static("x-forwarded-client-cert");
 pub static X_MESH_ERROR: HeaderName = HeaderName::from_static("x-mesh-error");
 pub static X_MESH_OVERLOADED: HeaderName = HeaderName::from_static("x-mesh-overloaded");
+pub static X_MESH_ATTEMPT_COUNT: HeaderName = HeaderName::from_static("x-mesh-attempt-count");
 pub static X_MESH_UPSTREAM_SERVICE_TIME: HeaderName =
     HeaderName::from_static("x-mesh-upstream-service-time");
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");

@@ -6,6 +6,7 @@
 //! Key types: [`RouteTable`], [`HttpContext`], [`ProxyError`]. Must not:
 //! accept connections or manage pools (that is `listener` and `cluster`).
 
+mod forward;
 mod headers;
 pub mod normalize;
 mod reply;
@@ -185,6 +186,13 @@ async fn proxy(
             req.headers(),
         )
         .ok_or(ProxyError::NoRoute)?;
+    if route
+        .rate_limit
+        .as_ref()
+        .is_some_and(|rl| !rl.try_acquire())
+    {
+        return Err(ProxyError::RateLimited);
+    }
     let cluster = match &route.action {
         Action::Direct { status, body } => {
             return Ok(direct_response(route, *status, body.clone()));
@@ -247,25 +255,36 @@ async fn proxy(
         let max = u64::from(ctx.limits.max_request_body_mb) * 1024 * 1024;
         RequestBody::stream(DownstreamBody::new(body, ctx.limits.body_idle_timeout, max))
     };
-    let upstream_req = Request::from_parts(parts, body);
-
     let started = Instant::now();
-    let attempt = async {
-        let endpoint = cluster
-            .pick(None)
-            .ok_or_else(|| ProxyError::NoHealthyUpstream {
-                cluster: cluster.name().to_owned(),
-            })?;
-        cluster
-            .send(&endpoint, upstream_req)
-            .await
-            .map_err(ProxyError::from)
-    };
-    // Without a route timeout the stream idle timeout still bounds the wait.
+    // The route timeout covers every attempt and backoff until response
+    // headers; without one, the stream idle timeout still bounds the wait.
     let head_timeout = route.timeout.unwrap_or(ctx.limits.stream_idle_timeout);
-    let mut resp = tokio::time::timeout(head_timeout, attempt)
-        .await
-        .map_err(|_| ProxyError::Timeout(head_timeout))??;
+    let (result, attempts) =
+        match tokio::time::timeout(head_timeout, forward::forward(route, cluster, parts, body))
+            .await
+        {
+            Ok(f) => (f.result, f.attempts),
+            Err(_) => {
+                cluster
+                    .stats()
+                    .upstream_rq_timeout
+                    .fetch_add(1, Ordering::Relaxed);
+                (Err(ProxyError::Timeout(head_timeout)), 0)
+            }
+        };
+    let attempt_count = HeaderValue::from(attempts.max(1));
+    let mut resp = match result {
+        Ok(resp) => resp,
+        Err(e) => {
+            let mut local = e.into_response();
+            if attempts > 0 {
+                local
+                    .headers_mut()
+                    .insert(headers::X_MESH_ATTEMPT_COUNT.clone(), attempt_count);
+            }
+            return Ok(local);
+        }
+    };
     let upstream_ms = started.elapsed().as_millis() as u64;
 
     if let Some(on_downstream) =
@@ -281,6 +300,7 @@ async fn proxy(
         headers::X_MESH_UPSTREAM_SERVICE_TIME.clone(),
         HeaderValue::from(upstream_ms),
     );
+    h.insert(headers::X_MESH_ATTEMPT_COUNT.clone(), attempt_count);
     headers::apply_mutations(h, &route.response_headers);
     let idle = ctx.limits.stream_idle_timeout;
     Ok(resp.map(|b| ResponseBody::upstream(b, idle)))

@@ -35,6 +35,10 @@ pub enum ProxyError {
     BodyTooLarge,
     #[error("request body timed out")]
     BodyTimeout,
+    #[error("rate limit exceeded")]
+    RateLimited,
+    #[error("peer identity not allowed")]
+    Unauthorized,
     #[error("no healthy upstream in cluster {cluster}")]
     NoHealthyUpstream { cluster: String },
     #[error("upstream request timed out after {0:?}")]
@@ -44,8 +48,20 @@ pub enum ProxyError {
 }
 
 impl ProxyError {
+    /// The local reply for a downstream body that failed before anything
+    /// was sent upstream.
+    pub fn from_body_error(kind: BodyErrorKind) -> Self {
+        match kind {
+            BodyErrorKind::IdleTimeout => ProxyError::BodyTimeout,
+            BodyErrorKind::TooLarge => ProxyError::BodyTooLarge,
+            BodyErrorKind::Downstream => ProxyError::BadRequest("request body ended early"),
+        }
+    }
+
     pub fn status(&self) -> StatusCode {
         match self {
+            ProxyError::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+            ProxyError::Unauthorized => StatusCode::FORBIDDEN,
             ProxyError::NoRoute => StatusCode::NOT_FOUND,
             ProxyError::BadTarget(_) | ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ProxyError::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
@@ -62,9 +78,9 @@ impl ProxyError {
                     UpstreamErrorKind::NoHealthyEndpoint
                     | UpstreamErrorKind::ConnectFailure
                     | UpstreamErrorKind::Overflow => StatusCode::SERVICE_UNAVAILABLE,
-                    UpstreamErrorKind::Reset | UpstreamErrorKind::Protocol => {
-                        StatusCode::BAD_GATEWAY
-                    }
+                    UpstreamErrorKind::Reset
+                    | UpstreamErrorKind::RefusedStream
+                    | UpstreamErrorKind::Protocol => StatusCode::BAD_GATEWAY,
                 },
             },
         }
@@ -74,6 +90,8 @@ impl ProxyError {
     pub fn flag(&self) -> &'static str {
         match self {
             ProxyError::NoRoute => "NR",
+            ProxyError::RateLimited => "RL",
+            ProxyError::Unauthorized => "UAEX",
             ProxyError::BadTarget(_)
             | ProxyError::BadRequest(_)
             | ProxyError::HeadersTooLarge
@@ -87,7 +105,7 @@ impl ProxyError {
                 UpstreamErrorKind::NoHealthyEndpoint => "UH",
                 UpstreamErrorKind::ConnectFailure => "UF",
                 UpstreamErrorKind::Overflow => "UO",
-                UpstreamErrorKind::Reset => "UR",
+                UpstreamErrorKind::Reset | UpstreamErrorKind::RefusedStream => "UR",
                 UpstreamErrorKind::Protocol => "UPE",
             },
         }
@@ -103,6 +121,8 @@ impl ProxyError {
             "UR" => "upstream reset before response headers\n",
             "UPE" => "upstream response was not valid HTTP\n",
             "UT" => "upstream request timeout\n",
+            "RL" => "rate limit exceeded\n",
+            "UAEX" => "peer identity not allowed\n",
             _ => match self.status() {
                 StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE => "request header section too large\n",
                 StatusCode::URI_TOO_LONG => "request URI too long\n",

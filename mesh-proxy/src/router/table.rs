@@ -11,10 +11,8 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, StatusCode};
 
 use crate::cluster::Cluster;
-use crate::config::{
-    HeaderMutations, HostMatch, PathMatch, RateLimitSpec, RetrySpec, RouteAction, RouteMatch,
-    RouteSpec,
-};
+use crate::config::{HeaderMutations, HostMatch, PathMatch, RouteAction, RouteMatch, RouteSpec};
+use crate::resilience::{RateLimiter, RetryPolicy};
 
 pub enum Action {
     Cluster(Arc<Cluster>),
@@ -54,12 +52,12 @@ pub struct Route {
     matcher: RouteMatch,
     pub action: Action,
     pub timeout: Option<Duration>,
-    pub retry: Option<RetrySpec>,
+    pub retry: Option<RetryPolicy>,
     pub rewrite_prefix: Option<String>,
     pub host_rewrite: Option<HeaderValue>,
     pub request_headers: HeaderMutations,
     pub response_headers: HeaderMutations,
-    pub rate_limit: Option<RateLimitSpec>,
+    pub rate_limit: Option<RateLimiter>,
 }
 
 impl Route {
@@ -150,12 +148,12 @@ impl RouteTable {
                 matcher: spec.matcher.clone(),
                 action,
                 timeout: spec.timeout,
-                retry: spec.retry.clone(),
+                retry: spec.retry.clone().map(RetryPolicy::new),
                 rewrite_prefix: spec.rewrite_prefix.clone(),
                 host_rewrite: spec.host_rewrite.clone(),
                 request_headers: spec.request_headers.clone(),
                 response_headers: spec.response_headers.clone(),
-                rate_limit: spec.rate_limit,
+                rate_limit: spec.rate_limit.map(RateLimiter::new),
             });
         }
         Ok(Self { routes })

@@ -1,0 +1,236 @@
+//! The attempt loop of one request: pick an endpoint, check out a
+//! connection, send, classify the outcome once, and retry when the route's
+//! policy, the method, the body, the cluster's retry breaker and the retry
+//! budget all allow it. Each outcome also feeds outlier detection.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use http::request::Parts;
+use http::{Request, Response};
+
+use super::ProxyError;
+use super::table::Route;
+use crate::body::{RequestBody, buffer_for_replay};
+use crate::cluster::{Cluster, SendError, UpstreamBody, UpstreamError};
+use crate::resilience::Outcome;
+
+/// The result of forwarding, with how many attempts it took.
+pub struct Forwarded {
+    pub result: Result<Response<UpstreamBody>, ProxyError>,
+    pub attempts: u32,
+}
+
+/// Holds one of the cluster's `max_retries` slots while a retry runs.
+struct RetrySlot<'a>(&'a Cluster);
+
+impl<'a> RetrySlot<'a> {
+    fn try_take(cluster: &'a Cluster) -> Option<Self> {
+        let stats = cluster.stats();
+        let max = u64::from(cluster.spec().circuit_breaker.max_retries);
+        let taken = stats
+            .upstream_retries_active
+            .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .is_ok();
+        taken.then_some(Self(cluster))
+    }
+}
+
+impl Drop for RetrySlot<'_> {
+    fn drop(&mut self) {
+        self.0
+            .stats()
+            .upstream_retries_active
+            .fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// The parts of the request needed to build it again for a retry.
+struct Template {
+    method: http::Method,
+    uri: http::Uri,
+    version: http::Version,
+    headers: http::HeaderMap,
+}
+
+impl Template {
+    fn of(parts: &Parts) -> Self {
+        Self {
+            method: parts.method.clone(),
+            uri: parts.uri.clone(),
+            version: parts.version,
+            headers: parts.headers.clone(),
+        }
+    }
+
+    fn build(&self, body: RequestBody) -> Request<RequestBody> {
+        let mut req = Request::new(body);
+        *req.method_mut() = self.method.clone();
+        *req.uri_mut() = self.uri.clone();
+        *req.version_mut() = self.version;
+        *req.headers_mut() = self.headers.clone();
+        req
+    }
+}
+
+async fn attempt(
+    cluster: &Cluster,
+    endpoint: &Arc<crate::cluster::Endpoint>,
+    req: Request<RequestBody>,
+) -> Result<Response<UpstreamBody>, SendError> {
+    match cluster.checkout(endpoint).await {
+        Ok(conn) => conn.send(req).await,
+        Err(error) => Err(SendError {
+            error,
+            request: Some(req),
+        }),
+    }
+}
+
+pub async fn forward(
+    route: &Route,
+    cluster: &Arc<Cluster>,
+    parts: Parts,
+    body: RequestBody,
+) -> Forwarded {
+    let policy = route.retry.as_ref().filter(|p| p.spec.attempts > 0);
+    let method = parts.method.clone();
+    let (body, replay, template) = match policy {
+        Some(p) => {
+            p.budget.deposit();
+            match buffer_for_replay(body).await {
+                Ok((body, replay)) => (body, replay, Some(Template::of(&parts))),
+                Err(e) => {
+                    return Forwarded {
+                        result: Err(ProxyError::from_body_error(e.kind())),
+                        attempts: 0,
+                    };
+                }
+            }
+        }
+        None => (body, None, None),
+    };
+    let per_try = policy.and_then(|p| p.spec.per_try_timeout);
+    let stats = cluster.stats();
+    let mut pending: Option<Request<RequestBody>> = Some(Request::from_parts(parts, body));
+    let mut avoid = None;
+    let mut attempts = 0u32;
+    // The retry slot held by the attempt in flight, if it is a retry.
+    let mut _slot: Option<RetrySlot<'_>> = None;
+    loop {
+        attempts += 1;
+        let Some(req) = pending.take().or_else(|| {
+            Some(
+                template
+                    .as_ref()?
+                    .build(RequestBody::replay(replay.as_ref()?)),
+            )
+        }) else {
+            unreachable_retry();
+            return Forwarded {
+                result: Err(ProxyError::BadRequest("request cannot be retried")),
+                attempts,
+            };
+        };
+        let Some(endpoint) = cluster.pick(avoid) else {
+            return Forwarded {
+                result: Err(ProxyError::NoHealthyUpstream {
+                    cluster: cluster.name().to_owned(),
+                }),
+                attempts,
+            };
+        };
+        avoid = Some(endpoint.addr);
+        stats.upstream_rq_total.fetch_add(1, Ordering::Relaxed);
+        let sent = match per_try {
+            Some(t) => tokio::time::timeout(t, attempt(cluster, &endpoint, req))
+                .await
+                .ok(),
+            None => Some(attempt(cluster, &endpoint, req).await),
+        };
+        let (outcome, result) = match sent {
+            Some(Ok(resp)) => (Outcome::Status(resp.status()), Ok(resp)),
+            Some(Err(SendError { error, request })) => {
+                pending = request;
+                (Outcome::Failed(error.kind), Err(error))
+            }
+            None => {
+                stats
+                    .upstream_rq_per_try_timeout
+                    .fetch_add(1, Ordering::Relaxed);
+                let t = per_try.unwrap_or(Duration::ZERO);
+                (
+                    Outcome::PerTryTimeout,
+                    Err(UpstreamError::timeout(endpoint.addr, t)),
+                )
+            }
+        };
+        crate::health::record_outcome(cluster, &endpoint, outcome);
+        if let Ok(resp) = &result {
+            let class = (resp.status().as_u16() / 100).clamp(1, 5) as usize - 1;
+            stats.upstream_rq_class[class].fetch_add(1, Ordering::Relaxed);
+        }
+        // This attempt is over: a retry it was holds its slot no longer.
+        _slot = None;
+        // The client's own body failed: nothing to retry.
+        let client_fault = matches!(&result, Err(e) if e.body_error.is_some());
+        let wants_retry = match policy {
+            Some(p)
+                if !client_fault
+                    && attempts <= p.spec.attempts
+                    && p.is_retry_condition(outcome) =>
+            {
+                pending.is_some()
+                    || (replay.is_some() && (outcome.nothing_sent() || p.may_resend(&method, true)))
+            }
+            _ => false,
+        };
+        let slot = match policy.filter(|_| wants_retry) {
+            Some(p) => admit_retry(cluster, p),
+            None => None,
+        };
+        let Some((p, slot)) = policy.zip(slot) else {
+            return Forwarded {
+                result: result.map_err(|e| match outcome {
+                    Outcome::PerTryTimeout => ProxyError::Timeout(per_try.unwrap_or_default()),
+                    _ => ProxyError::Upstream(e),
+                }),
+                attempts,
+            };
+        };
+        drop(result);
+        _slot = Some(slot);
+        stats.upstream_rq_retry.fetch_add(1, Ordering::Relaxed);
+        tokio::time::sleep(p.backoff(attempts)).await;
+    }
+}
+
+/// A retry needs a free `max_retries` slot of the cluster and a token of
+/// the route's retry budget; each refusal is counted.
+fn admit_retry<'a>(
+    cluster: &'a Cluster,
+    policy: &crate::resilience::RetryPolicy,
+) -> Option<RetrySlot<'a>> {
+    let Some(slot) = RetrySlot::try_take(cluster) else {
+        cluster
+            .stats()
+            .upstream_rq_retry_overflow
+            .fetch_add(1, Ordering::Relaxed);
+        return None;
+    };
+    if policy.budget.try_withdraw() {
+        return Some(slot);
+    }
+    cluster
+        .stats()
+        .upstream_rq_retry_budget_exhausted
+        .fetch_add(1, Ordering::Relaxed);
+    None
+}
+
+fn unreachable_retry() {
+    tracing::error!("retry without a request to send; this is a bug");
+}
