@@ -1,1 +1,40 @@
-//! placeholder
+//! `mesh-ca`: the mesh's identity foundation.
+//!
+//! - [`SpiffeId`] / [`SpiffePattern`]: workload identities and allow-list
+//!   globs.
+//! - [`Ca`]: a root CA (ECDSA P-256) on disk (`ca.crt`, `ca.key` 0600) that
+//!   issues X.509-SVIDs ([`Ca::issue`]) and signs workload CSRs
+//!   ([`Ca::sign_csr`]) under a [`SignPolicy`].
+//! - [`svid_spiffe_id`]: the X.509-SVID leaf rules, for verifiers.
+//! - [`inspect_pem`] / [`verify_chain`]: certificates for people.
+//! - [`token`]: join tokens, signed by the CA key, naming one SPIFFE ID.
+//! - `testing` (feature `test-util`): a test PKI with deliberately defective
+//!   certificates.
+//!
+//! Crypto is ring only (via rcgen and x509-parser). Nothing here panics on
+//! input: certificates, CSRs and tokens from peers are parsed with errors,
+//! never unwraps.
+
+mod ca;
+mod chain;
+mod csr;
+mod error;
+mod files;
+mod inspect;
+mod leaf;
+mod spiffe;
+mod svid;
+pub mod token;
+
+#[cfg(any(test, feature = "test-util"))]
+pub mod testing;
+
+pub use ca::{CA_CERT_FILE, CA_KEY_FILE, Ca, DEFAULT_LEAF_TTL, IssueRequest, Issued};
+pub use chain::{ChainError, VerifiedChain, verify_chain};
+pub use csr::{SignPolicy, generate_csr, generate_csr_for_key};
+pub use error::{CaError, CsrError, os_reason};
+pub use files::{read_file, write_private_key, write_public_file};
+pub use inspect::{CertInfo, human_duration, inspect_der, inspect_pem, validity_words};
+pub use spiffe::{SpiffeId, SpiffeIdError, SpiffePattern, validate_trust_domain};
+pub use svid::{SvidError, svid_spiffe_id};
+pub use token::{Token, TokenError};
