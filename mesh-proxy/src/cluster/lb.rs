@@ -12,18 +12,18 @@ fn available(e: &Endpoint, panic: bool) -> bool {
     panic || e.is_available()
 }
 
-fn usable(e: &Endpoint, avoid: Option<SocketAddr>, panic: bool) -> bool {
-    available(e, panic) && Some(e.addr) != avoid
+fn usable(e: &Endpoint, avoid: &[SocketAddr], panic: bool) -> bool {
+    available(e, panic) && !avoid.contains(&e.addr)
 }
 
 /// First usable endpoint scanning from `start`; falls back to the avoided
 /// one when it is the only available endpoint.
-fn scan(
-    endpoints: &[Arc<Endpoint>],
+fn scan<'a>(
+    endpoints: &'a [Arc<Endpoint>],
     start: usize,
-    avoid: Option<SocketAddr>,
+    avoid: &[SocketAddr],
     panic: bool,
-) -> Option<&Arc<Endpoint>> {
+) -> Option<&'a Arc<Endpoint>> {
     let n = endpoints.len();
     let from = |pred: &dyn Fn(&Endpoint) -> bool| {
         (0..n)
@@ -36,7 +36,7 @@ fn scan(
 pub fn round_robin<'a>(
     endpoints: &'a [Arc<Endpoint>],
     next: &AtomicUsize,
-    avoid: Option<SocketAddr>,
+    avoid: &[SocketAddr],
     panic: bool,
 ) -> Option<&'a Arc<Endpoint>> {
     if endpoints.is_empty() {
@@ -46,11 +46,11 @@ pub fn round_robin<'a>(
     scan(endpoints, start, avoid, panic)
 }
 
-pub fn random(
-    endpoints: &[Arc<Endpoint>],
-    avoid: Option<SocketAddr>,
+pub fn random<'a>(
+    endpoints: &'a [Arc<Endpoint>],
+    avoid: &[SocketAddr],
     panic: bool,
-) -> Option<&Arc<Endpoint>> {
+) -> Option<&'a Arc<Endpoint>> {
     if endpoints.is_empty() {
         return None;
     }
@@ -58,11 +58,11 @@ pub fn random(
 }
 
 /// Power of two choices: the less loaded of two random usable endpoints.
-pub fn least_request(
-    endpoints: &[Arc<Endpoint>],
-    avoid: Option<SocketAddr>,
+pub fn least_request<'a>(
+    endpoints: &'a [Arc<Endpoint>],
+    avoid: &[SocketAddr],
     panic: bool,
-) -> Option<&Arc<Endpoint>> {
+) -> Option<&'a Arc<Endpoint>> {
     let n = endpoints.len();
     match n {
         0 => None,
@@ -110,7 +110,7 @@ mod tests {
         let eps = set(3);
         let next = AtomicUsize::new(0);
         let c = counts((0..300).map(|_| {
-            round_robin(&eps, &next, None, false)
+            round_robin(&eps, &next, &[], false)
                 .map(|e| e.addr)
                 .expect("some")
         }));
@@ -124,11 +124,11 @@ mod tests {
         eps[1].healthy.store(false, Ordering::Relaxed);
         let next = AtomicUsize::new(0);
         for _ in 0..30 {
-            let e = round_robin(&eps, &next, Some(eps[0].addr), false).expect("some");
+            let e = round_robin(&eps, &next, &[eps[0].addr], false).expect("some");
             assert_eq!(e.addr, eps[2].addr);
-            let r = random(&eps, None, false).expect("some");
+            let r = random(&eps, &[], false).expect("some");
             assert_ne!(r.addr, eps[1].addr);
-            let l = least_request(&eps, Some(eps[2].addr), false).expect("some");
+            let l = least_request(&eps, &[eps[2].addr], false).expect("some");
             assert_eq!(l.addr, eps[0].addr);
         }
     }
@@ -136,8 +136,8 @@ mod tests {
     #[test]
     fn avoided_endpoint_is_used_when_it_is_the_only_one() {
         let eps = set(1);
-        assert!(least_request(&eps, Some(eps[0].addr), false).is_some());
-        assert!(round_robin(&eps, &AtomicUsize::new(0), Some(eps[0].addr), false).is_some());
+        assert!(least_request(&eps, &[eps[0].addr], false).is_some());
+        assert!(round_robin(&eps, &AtomicUsize::new(0), &[eps[0].addr], false).is_some());
     }
 
     #[test]
@@ -146,9 +146,9 @@ mod tests {
         for e in &eps {
             e.healthy.store(false, Ordering::Relaxed);
         }
-        assert!(random(&eps, None, false).is_none());
-        assert!(least_request(&eps, None, false).is_none());
-        assert!(round_robin(&[], &AtomicUsize::new(0), None, false).is_none());
+        assert!(random(&eps, &[], false).is_none());
+        assert!(least_request(&eps, &[], false).is_none());
+        assert!(round_robin(&[], &AtomicUsize::new(0), &[], false).is_none());
     }
 
     #[test]
@@ -157,9 +157,9 @@ mod tests {
         for e in &eps {
             e.ejected.store(true, Ordering::Relaxed);
         }
-        assert!(random(&eps, None, true).is_some());
+        assert!(random(&eps, &[], true).is_some());
         let c = counts((0..10).map(|i| {
-            round_robin(&eps, &AtomicUsize::new(i), None, true)
+            round_robin(&eps, &AtomicUsize::new(i), &[], true)
                 .expect("some")
                 .addr
         }));
@@ -172,7 +172,7 @@ mod tests {
         eps[0].active_requests.store(10, Ordering::Relaxed);
         for _ in 0..50 {
             assert_eq!(
-                least_request(&eps, None, false).expect("some").addr,
+                least_request(&eps, &[], false).expect("some").addr,
                 eps[1].addr
             );
         }
@@ -181,7 +181,7 @@ mod tests {
     #[test]
     fn random_spreads_over_all_endpoints() {
         let eps = set(4);
-        let c = counts((0..4000).map(|_| random(&eps, None, false).expect("some").addr));
+        let c = counts((0..4000).map(|_| random(&eps, &[], false).expect("some").addr));
         assert_eq!(c.len(), 4);
         assert!(c.values().all(|&v| (700..1300).contains(&v)), "{c:?}");
     }

@@ -268,14 +268,15 @@ impl Cluster {
     }
 
     /// Picks an available endpoint by the cluster's load balancer, avoiding
-    /// `avoid` when another one is available (retries go elsewhere).
+    /// the endpoints in `avoid` when another one is available (retries go
+    /// elsewhere).
     ///
     /// Panic threshold (Envoy's, at 50 %): when fewer than half of the
     /// endpoints are available, the balancer ignores health and ejection and
     /// spreads load over all of them, rather than crushing the few survivors
     /// with the whole load. When none is available at all, there is nothing
     /// to pick (503 `UH`, RELIABILITY R4).
-    pub fn pick(&self, avoid: Option<SocketAddr>) -> Option<Arc<Endpoint>> {
+    pub fn pick(&self, avoid: &[SocketAddr]) -> Option<Arc<Endpoint>> {
         let set = self.endpoints.load();
         let all = &set.endpoints;
         let available = all.iter().filter(|e| e.is_available()).count();

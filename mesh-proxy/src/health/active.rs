@@ -18,8 +18,8 @@ pub fn spawn_health_checks(cluster: &Arc<Cluster>) {
     let weak = Arc::downgrade(cluster);
     tokio::spawn(async move {
         loop {
-            let jitter = spec.interval.mul_f64(fastrand::f64() * 0.2 - 0.1);
-            tokio::time::sleep(spec.interval.saturating_add(jitter)).await;
+            // ±10 % so proxies started together do not probe in lockstep.
+            tokio::time::sleep(spec.interval.mul_f64(0.9 + fastrand::f64() * 0.2)).await;
             let Some(cluster) = weak.upgrade() else {
                 return;
             };

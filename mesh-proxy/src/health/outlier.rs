@@ -141,7 +141,7 @@ mod tests {
         );
         record_outcome(&c, &e, Outcome::Status(StatusCode::INTERNAL_SERVER_ERROR));
         assert!(e.ejected.load(Ordering::Relaxed), "three in a row eject");
-        assert!(c.pick(None).is_some_and(|p| p.addr != e.addr));
+        assert!(c.pick(&[]).is_some_and(|p| p.addr != e.addr));
 
         tokio::time::sleep(Duration::from_millis(10_001)).await;
         tokio::task::yield_now().await;

@@ -17,7 +17,7 @@ pub async fn serve(
     cluster: &Arc<Cluster>,
     limits: &LimitsSpec,
 ) {
-    let Some(endpoint) = cluster.pick(None) else {
+    let Some(endpoint) = cluster.pick(&[]) else {
         tracing::debug!(cluster = %cluster.name(), %peer, "no healthy upstream; tcp connection closed");
         return;
     };

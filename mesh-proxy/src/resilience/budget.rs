@@ -72,7 +72,7 @@ impl RetryBudget {
         self.refill_floor();
         self.balance
             .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |b| {
-                (b >= MILLI).then_some(b - MILLI)
+                (b >= MILLI).then(|| b - MILLI)
             })
             .is_ok()
     }

@@ -32,10 +32,12 @@ impl<'a> RetrySlot<'a> {
         let taken = stats
             .upstream_retries_active
             .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |n| {
-                (n < max).then_some(n + 1)
+                (n < max).then(|| n + 1)
             })
             .is_ok();
-        taken.then_some(Self(cluster))
+        // `then`, not `then_some`: a slot built and dropped would release
+        // a slot it never took.
+        taken.then(|| Self(cluster))
     }
 }
 
@@ -116,7 +118,8 @@ pub async fn forward(
     let per_try = policy.and_then(|p| p.spec.per_try_timeout);
     let stats = cluster.stats();
     let mut pending: Option<Request<RequestBody>> = Some(Request::from_parts(parts, body));
-    let mut avoid = None;
+    // Endpoints already tried; retries go elsewhere when they can.
+    let mut tried: Vec<std::net::SocketAddr> = Vec::new();
     let mut attempts = 0u32;
     // The retry slot held by the attempt in flight, if it is a retry.
     let mut _slot: Option<RetrySlot<'_>> = None;
@@ -135,7 +138,7 @@ pub async fn forward(
                 attempts,
             };
         };
-        let Some(endpoint) = cluster.pick(avoid) else {
+        let Some(endpoint) = cluster.pick(&tried) else {
             return Forwarded {
                 result: Err(ProxyError::NoHealthyUpstream {
                     cluster: cluster.name().to_owned(),
@@ -143,7 +146,6 @@ pub async fn forward(
                 attempts,
             };
         };
-        avoid = Some(endpoint.addr);
         stats.upstream_rq_total.fetch_add(1, Ordering::Relaxed);
         let sent = match per_try {
             Some(t) => tokio::time::timeout(t, attempt(cluster, &endpoint, req))
@@ -202,6 +204,7 @@ pub async fn forward(
             };
         };
         drop(result);
+        tried.push(endpoint.addr);
         _slot = Some(slot);
         stats.upstream_rq_retry.fetch_add(1, Ordering::Relaxed);
         tokio::time::sleep(p.backoff(attempts)).await;
