@@ -237,3 +237,34 @@ fn admit_retry<'a>(
 fn unreachable_retry() {
     tracing::error!("retry without a request to send; this is a bug");
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::CircuitBreakerSpec;
+
+    #[tokio::test]
+    async fn retry_slots_are_capped_and_released_exactly_once() {
+        let mut spec = crate::cluster::test_spec(1);
+        spec.circuit_breaker = CircuitBreakerSpec {
+            max_retries: 2,
+            ..CircuitBreakerSpec::default()
+        };
+        let cluster = Cluster::spawn(spec);
+        let active = || {
+            cluster
+                .stats()
+                .upstream_retries_active
+                .load(Ordering::Relaxed)
+        };
+        let a = RetrySlot::try_take(&cluster).expect("first slot");
+        let b = RetrySlot::try_take(&cluster).expect("second slot");
+        assert!(RetrySlot::try_take(&cluster).is_none(), "max_retries is 2");
+        assert_eq!(active(), 2, "a refused slot must not touch the count");
+        drop(a);
+        assert_eq!(active(), 1);
+        let c = RetrySlot::try_take(&cluster).expect("a released slot is reusable");
+        drop((b, c));
+        assert_eq!(active(), 0);
+    }
+}
