@@ -2,6 +2,7 @@
 //! every socket before serving any, and runs until a signal drains it.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -68,10 +69,26 @@ pub fn check_supported(config: &Config) -> anyhow::Result<()> {
 
 /// Starts serving `config` on already-bound sockets. Returns the trigger
 /// that starts the drain and the tracker of every task to wait for.
-pub fn start(
-    config: &Config,
-    bound: Vec<BoundListener>,
-) -> anyhow::Result<(listener::DrainTrigger, TaskTracker)> {
+/// A listener as it runs: what the admin API lists and reads stats from.
+pub struct ListenerInfo {
+    pub name: String,
+    pub address: SocketAddr,
+    /// The HTTP listener's context (routes, limits, stats); `None` for TCP.
+    pub http: Option<Arc<HttpContext>>,
+}
+
+/// Everything a running proxy is made of. The admin API reads it; it
+/// mutates only through explicit handles (`drain`).
+pub struct Runtime {
+    pub config: Arc<Config>,
+    pub listeners: Vec<ListenerInfo>,
+    pub clusters: Vec<Arc<Cluster>>,
+    pub drain: listener::DrainTrigger,
+    pub tracker: TaskTracker,
+    pub started_at: std::time::SystemTime,
+}
+
+pub fn start(config: &Config, bound: Vec<BoundListener>) -> anyhow::Result<Runtime> {
     let clusters: HashMap<&str, Arc<Cluster>> = config
         .clusters
         .iter()
@@ -83,19 +100,27 @@ pub fn start(
         .collect();
     let (trigger, drain) = Drain::new();
     let tracker = TaskTracker::new();
+    let mut listeners = Vec::with_capacity(config.listeners.len());
     for (spec, bound) in config.listeners.iter().zip(bound) {
+        let mut info = ListenerInfo {
+            name: spec.name.clone(),
+            address: bound.local_addr,
+            http: None,
+        };
         let protocol = match &spec.kind {
             ListenerKind::Http { routes } => {
                 let table =
                     RouteTable::build(&spec.name, routes, |name| clusters.get(name).cloned())
                         .map_err(|e| anyhow!("listener {}: {e}", spec.name))?;
-                Protocol::Http(listener::http_server(Arc::new(HttpContext {
+                let ctx = Arc::new(HttpContext {
                     listener: Arc::from(spec.name.as_str()),
                     routes: ArcSwap::from_pointee(table),
                     limits: spec.limits,
                     trust_forwarded: spec.trust_forwarded,
                     stats: HttpStats::default(),
-                })))
+                });
+                info.http = Some(Arc::clone(&ctx));
+                Protocol::Http(listener::http_server(ctx))
             }
             ListenerKind::Tcp { cluster } => Protocol::Tcp {
                 cluster: clusters.get(cluster.as_str()).cloned().ok_or_else(|| {
@@ -112,8 +137,18 @@ pub fn start(
             drain.clone(),
             tracker.clone(),
         );
+        listeners.push(info);
     }
-    Ok((trigger, tracker))
+    let mut clusters: Vec<Arc<Cluster>> = clusters.into_values().collect();
+    clusters.sort_by(|a, b| a.name().cmp(b.name()));
+    Ok(Runtime {
+        config: Arc::new(config.clone()),
+        listeners,
+        clusters,
+        drain: trigger,
+        tracker,
+        started_at: std::time::SystemTime::now(),
+    })
 }
 
 /// Serves until SIGTERM or SIGINT, then drains: listeners stop accepting,
@@ -124,7 +159,7 @@ pub async fn serve(
     bound: Vec<BoundListener>,
     opts: ServeOptions,
 ) -> anyhow::Result<()> {
-    let (trigger, tracker) = start(&config, bound)?;
+    let runtime = start(&config, bound)?;
     tracing::info!(node = %config.node.name, "mesh-proxy started");
     let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
@@ -133,13 +168,14 @@ pub async fn serve(
         tokio::select! {
             _ = term.recv() => break,
             _ = int.recv() => break,
+            _ = runtime.drain.started() => break,
             _ = hup.recv() => tracing::warn!("SIGHUP received: live reload is not available in this build; restart to apply a new config"),
         }
     }
     tracing::info!(drain_time = ?opts.drain_time, "draining");
-    trigger.start();
-    tracker.close();
-    if tokio::time::timeout(opts.drain_time, tracker.wait())
+    runtime.drain.start();
+    runtime.tracker.close();
+    if tokio::time::timeout(opts.drain_time, runtime.tracker.wait())
         .await
         .is_err()
     {

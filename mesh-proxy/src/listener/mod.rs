@@ -28,14 +28,17 @@ pub struct Drain {
     rx: watch::Receiver<bool>,
 }
 
+/// Starts the drain; cheap to clone (signals, the admin API's
+/// `/quitquitquit` and `/ready` share one).
+#[derive(Clone)]
 pub struct DrainTrigger {
-    tx: watch::Sender<bool>,
+    tx: Arc<watch::Sender<bool>>,
 }
 
 impl Drain {
     pub fn new() -> (DrainTrigger, Drain) {
         let (tx, rx) = watch::channel(false);
-        (DrainTrigger { tx }, Drain { rx })
+        (DrainTrigger { tx: Arc::new(tx) }, Drain { rx })
     }
 
     pub fn is_draining(&self) -> bool {
@@ -51,6 +54,16 @@ impl Drain {
 impl DrainTrigger {
     pub fn start(&self) {
         self.tx.send_replace(true);
+    }
+
+    pub fn is_draining(&self) -> bool {
+        *self.tx.borrow()
+    }
+
+    /// Resolves once draining started.
+    pub async fn started(&self) {
+        let mut rx = self.tx.subscribe();
+        let _ = rx.wait_for(|d| *d).await;
     }
 }
 
