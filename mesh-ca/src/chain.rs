@@ -7,6 +7,7 @@
 //! by a root of the bundle. Signatures are checked by x509-parser with ring.
 //! The proxy does not use this: its handshakes go through rustls/webpki.
 
+use rustls_pki_types::CertificateDer;
 use time::OffsetDateTime;
 use x509_parser::certificate::X509Certificate;
 use x509_parser::extensions::ParsedExtension;
@@ -69,20 +70,21 @@ pub fn verify_chain(
     })?;
     let chain = parse_all(&chain_der)?;
     let roots = parse_all(&bundle_der)?;
-    let leaf = &chain[0];
+    let (Some(leaf), Some(leaf_der)) = (chain.first(), chain_der.first()) else {
+        return Err(CaError::NotPemCertificate);
+    };
 
     // A certificate that is itself in the bundle is trusted as it is.
-    if let Some(root) = bundle_der
-        .iter()
-        .position(|r| r.as_ref() == chain_der[0].as_ref())
-    {
-        check_window(&roots[root], now)?;
-        return Ok(verified(leaf, &roots[root]));
+    let same =
+        |(der, _): &(&CertificateDer<'_>, &X509Certificate<'_>)| der.as_ref() == leaf_der.as_ref();
+    if let Some((_, root)) = bundle_der.iter().zip(&roots).find(same) {
+        check_window(root, now)?;
+        return Ok(verified(leaf, root));
     }
 
     let mut current = leaf;
     let mut intermediates = 0usize;
-    let mut rest = chain[1..].iter();
+    let mut rest = chain.iter().skip(1);
     loop {
         check_window(current, now)?;
         check_critical(current)?;
@@ -118,9 +120,7 @@ pub fn verify_chain(
     }
 }
 
-fn parse_all<'a>(
-    ders: &'a [rustls_pki_types::CertificateDer<'static>],
-) -> Result<Vec<X509Certificate<'a>>, CaError> {
+fn parse_all<'a>(ders: &'a [CertificateDer<'static>]) -> Result<Vec<X509Certificate<'a>>, CaError> {
     ders.iter()
         .enumerate()
         .map(|(i, d)| {

@@ -106,6 +106,18 @@ pub fn inspect_der(der: &[u8]) -> Result<CertInfo, CaError> {
     })
 }
 
+/// True when the PEM private key (PKCS#8) belongs to the first certificate
+/// of `cert_pem`: a loaded identity's cert and key must match.
+pub fn key_matches_cert(key_pem: &str, cert_pem: &[u8]) -> Result<bool, CaError> {
+    let key = rcgen::KeyPair::from_pem(key_pem).map_err(|_| CaError::NotPemKey)?;
+    let ders = certs_from_pem(cert_pem)?;
+    let first = ders.first().ok_or(CaError::NotPemCertificate)?;
+    let (_, cert) = X509Certificate::from_der(first).map_err(|e| CaError::BadCertificate {
+        reason: e.to_string(),
+    })?;
+    Ok(cert.public_key().subject_public_key.data.as_ref() == key.public_key_raw())
+}
+
 /// The DER certificates of a PEM text.
 pub(crate) fn certs_from_pem(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, CaError> {
     let certs: Vec<_> = CertificateDer::pem_slice_iter(pem)

@@ -34,7 +34,9 @@ pub use chain::{ChainError, VerifiedChain, verify_chain};
 pub use csr::{SignPolicy, generate_csr, generate_csr_for_key};
 pub use error::{CaError, CsrError, os_reason};
 pub use files::{read_file, write_private_key, write_public_file};
-pub use inspect::{CertInfo, human_duration, inspect_der, inspect_pem, validity_words};
+pub use inspect::{
+    CertInfo, human_duration, inspect_der, inspect_pem, key_matches_cert, validity_words,
+};
 pub use spiffe::{SpiffeId, SpiffeIdError, SpiffePattern, validate_trust_domain};
 pub use svid::{SvidError, svid_spiffe_id};
 pub use token::{Token, TokenError};

@@ -1,10 +1,19 @@
-//! `mesh-cli`: the operator's tool. Certificate commands, `stat`, `up`,
-//! `traces` and `wait` join `validate` as their issues land.
+//! `mesh-cli`: the operator's tool. Certificate commands (`ca init`,
+//! `issue`, `token create`, `inspect`) and `validate`; `stat`, `up`,
+//! `traces` and `wait` join them as their issues land.
+//!
+//! Every failure is printed as one sentence, `error: ...`, with exit code 1.
 
+mod certs;
+mod inspect;
+mod online;
+
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use clap::{ArgGroup, Args, Parser, Subcommand};
 
 #[derive(Debug, Parser)]
 #[command(name = "mesh-cli", version, about = "The mesh operator's tool")]
@@ -15,8 +24,34 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Cmd {
+    /// Manage the mesh's root certificate authority.
+    #[command(subcommand)]
+    Ca(CaCmd),
+    /// Issue a workload certificate (X.509-SVID): offline from a CA
+    /// directory, or online by sending a CSR to a running mesh-ca.
+    #[command(after_help = certs::ISSUE_EXAMPLES)]
+    Issue(IssueArgs),
+    /// Join tokens for the CA server.
+    #[command(subcommand)]
+    Token(TokenCmd),
+    /// Show what a PEM certificate file holds, and check its chain.
+    #[command(after_help = inspect::EXAMPLES)]
+    Inspect {
+        /// A PEM file with one or more certificates (leaf first).
+        #[arg(value_name = "FILE.pem")]
+        file: PathBuf,
+        /// Verify the chain against this trust bundle (PEM roots); exit 1 if
+        /// it does not verify.
+        #[arg(long, value_name = "ca.crt")]
+        bundle: Option<PathBuf>,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// Check proxy configs with exactly the checks of `mesh-proxy --mode validate`.
-    #[command(after_help = "Examples:\n  mesh-cli validate examples/quickstart.yaml\n  mesh-cli validate examples/*.yaml")]
+    #[command(
+        after_help = "Examples:\n  mesh-cli validate examples/quickstart.yaml\n  mesh-cli validate examples/*.yaml"
+    )]
     Validate {
         /// One or more config files.
         #[arg(required = true, value_name = "CONFIG.yaml")]
@@ -24,10 +59,139 @@ enum Cmd {
     },
 }
 
-fn main() -> ExitCode {
-    match Cli::parse().cmd {
-        Cmd::Validate { files } => validate(&files),
+#[derive(Debug, Subcommand)]
+enum CaCmd {
+    /// Create a root CA (ECDSA P-256, valid 10 years): writes ca.crt and
+    /// ca.key (mode 0600) into --out.
+    #[command(after_help = certs::CA_INIT_EXAMPLES)]
+    Init {
+        /// The trust domain: SPIFFE IDs will be spiffe://<trust-domain>/<service>.
+        #[arg(long, env = "MESH_TRUST_DOMAIN", default_value = "mesh.local")]
+        trust_domain: String,
+        /// Directory to write ca.crt and ca.key into (created if missing).
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        /// Replace an existing CA in --out.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum TokenCmd {
+    /// Print a join token that lets one workload obtain its first
+    /// certificate for exactly one SPIFFE ID.
+    #[command(after_help = certs::TOKEN_EXAMPLES)]
+    Create {
+        /// A service name (orders → spiffe://<trust-domain>/orders) or a full spiffe:// ID.
+        #[arg(value_name = "SERVICE")]
+        service: String,
+        /// The CA directory written by `mesh-cli ca init`.
+        #[arg(long, value_name = "DIR")]
+        ca_dir: PathBuf,
+        /// How long the token can be used.
+        #[arg(long, default_value = "1h", value_parser = parse_duration)]
+        ttl: Duration,
+        /// Must match the CA's trust domain (default: the CA's).
+        #[arg(long)]
+        trust_domain: Option<String>,
+    },
+}
+
+#[derive(Debug, Args)]
+#[command(group(ArgGroup::new("source").required(true).args(["ca_dir", "ca_url"])))]
+pub(crate) struct IssueArgs {
+    /// A service name (orders → spiffe://<trust-domain>/orders) or a full spiffe:// ID.
+    #[arg(value_name = "SERVICE")]
+    service: String,
+    /// Issue offline with the CA in this directory (from `mesh-cli ca init`).
+    #[arg(long, value_name = "DIR")]
+    ca_dir: Option<PathBuf>,
+    /// Issue online: send a CSR to the mesh-ca server at this https:// URL.
+    #[arg(long, value_name = "URL", requires_all = ["bundle", "token_file"])]
+    ca_url: Option<String>,
+    /// With --ca-url: the trust bundle (ca.crt) that verifies the CA server.
+    #[arg(long, value_name = "ca.crt", requires = "ca_url")]
+    bundle: Option<PathBuf>,
+    /// With --ca-url: a file holding the join token (from `mesh-cli token create`).
+    #[arg(long, value_name = "FILE", requires = "ca_url")]
+    token_file: Option<PathBuf>,
+    /// Directory for SERVICE.crt, SERVICE.key and ca.crt (created if missing).
+    #[arg(long, value_name = "DIR")]
+    out: PathBuf,
+    /// Certificate lifetime (offline; a CA server applies its own).
+    #[arg(long, default_value = "24h", value_parser = parse_duration, conflicts_with = "ca_url")]
+    ttl: Duration,
+    /// An extra DNS SAN (offline only; repeatable).
+    #[arg(long = "dns", value_name = "NAME", conflicts_with = "ca_url")]
+    dns: Vec<String>,
+    /// An extra IP SAN (offline only; repeatable).
+    #[arg(long = "ip", value_name = "ADDR", conflicts_with = "ca_url")]
+    ips: Vec<IpAddr>,
+    /// The trust domain for a bare service name (default: the CA's, or the bundle's).
+    #[arg(long)]
+    trust_domain: Option<String>,
+    /// Replace existing files in --out.
+    #[arg(long)]
+    force: bool,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s).map_err(|e| format!("{e} (use e.g. 90m, 24h, 7d)"))?;
+    if d.is_zero() {
+        return Err("must be longer than zero".to_owned());
     }
+    Ok(d)
+}
+
+fn main() -> ExitCode {
+    let result = match Cli::parse().cmd {
+        Cmd::Validate { files } => return validate(&files),
+        Cmd::Ca(CaCmd::Init {
+            trust_domain,
+            out,
+            force,
+        }) => certs::ca_init(&trust_domain, &out, force),
+        Cmd::Issue(args) => match args.ca_url.clone() {
+            Some(url) => online::issue(&args, &url),
+            None => certs::issue_offline(&args),
+        },
+        Cmd::Token(TokenCmd::Create {
+            service,
+            ca_dir,
+            ttl,
+            trust_domain,
+        }) => certs::token_create(&service, &ca_dir, ttl, trust_domain.as_deref()),
+        Cmd::Inspect { file, bundle, json } => inspect::run(&file, bundle.as_deref(), json),
+    };
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("error: {}", render(&err));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// One sentence from an error chain: each cause is appended unless the text
+/// so far already says it (library errors often include their source).
+fn render(err: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in err.chain() {
+        let text = cause.to_string();
+        let bare = match text.rfind(" (os error ") {
+            Some(i) if text.ends_with(')') => &text[..i],
+            _ => &text,
+        };
+        if out.contains(bare) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(bare);
+    }
+    out
 }
 
 /// Prints `FILE: OK` or every problem of each file; fails if any file has one.
@@ -42,7 +206,11 @@ fn validate(files: &[PathBuf]) -> ExitCode {
             }
         }
     }
-    if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS }
+    if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
 }
 
 #[cfg(test)]
@@ -59,5 +227,53 @@ mod tests {
     fn validate_needs_at_least_one_file() {
         assert!(Cli::try_parse_from(["mesh-cli", "validate"]).is_err());
         assert!(Cli::try_parse_from(["mesh-cli", "validate", "a.yaml", "b.yaml"]).is_ok());
+    }
+
+    #[test]
+    fn issue_needs_exactly_one_source() {
+        let base = ["mesh-cli", "issue", "orders", "--out", "certs"];
+        assert!(Cli::try_parse_from(base).is_err());
+        let offline = [&base[..], &["--ca-dir", "ca"]].concat();
+        assert!(Cli::try_parse_from(&offline).is_ok());
+        let online = [
+            &base[..],
+            &[
+                "--ca-url",
+                "https://ca:8443",
+                "--bundle",
+                "ca.crt",
+                "--token-file",
+                "t",
+            ],
+        ]
+        .concat();
+        assert!(Cli::try_parse_from(&online).is_ok());
+        let both = [&online[..], &["--ca-dir", "ca"]].concat();
+        assert!(Cli::try_parse_from(&both).is_err());
+        let no_token = [
+            &base[..],
+            &["--ca-url", "https://ca:8443", "--bundle", "ca.crt"],
+        ]
+        .concat();
+        assert!(Cli::try_parse_from(&no_token).is_err());
+        let dns_online = [&online[..], &["--dns", "x"]].concat();
+        assert!(Cli::try_parse_from(&dns_online).is_err());
+    }
+
+    #[test]
+    fn durations_are_humantime_and_positive() {
+        assert_eq!(parse_duration("24h"), Ok(Duration::from_secs(86_400)));
+        assert_eq!(parse_duration("90m"), Ok(Duration::from_secs(5400)));
+        assert!(parse_duration("0s").is_err());
+        assert!(parse_duration("soon").is_err());
+    }
+
+    #[test]
+    fn render_does_not_repeat_causes() {
+        let io = std::io::Error::from_raw_os_error(2);
+        let err = anyhow::Error::new(io).context("cannot read x.pem: No such file or directory");
+        assert_eq!(render(&err), "cannot read x.pem: No such file or directory");
+        let err = anyhow::anyhow!("inner").context("outer");
+        assert_eq!(render(&err), "outer: inner");
     }
 }

@@ -162,6 +162,10 @@ fn test_pki_certificates_have_their_intended_defect_only() {
         cert.public_key().subject_public_key.data.as_ref(),
         key.public_key_raw()
     );
+    let matches = |key: &str| crate::key_matches_cert(key, leaf.cert_pem.as_bytes()).ok();
+    assert_eq!(matches(&leaf.key_pem), Some(true));
+    assert_eq!(matches(&pki.leaf("web").key_pem), Some(false));
+    assert_eq!(matches("junk"), None);
 }
 
 #[test]
