@@ -12,6 +12,7 @@ pub mod body;
 pub mod cluster;
 pub mod config;
 pub mod health;
+pub mod identity;
 pub mod listener;
 pub mod resilience;
 pub mod router;

@@ -56,11 +56,19 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // The identity files are checked in both modes, before any socket.
+    let identity = match app::load_identity(&cfg) {
+        Ok(identity) => identity,
+        Err(e) => {
+            eprintln!("{}: {e:#}", cli.config.display());
+            return ExitCode::FAILURE;
+        }
+    };
     if cli.mode == Mode::Validate {
         println!("OK");
         return ExitCode::SUCCESS;
     }
-    match run(cli, cfg) {
+    match run(cli, cfg, identity) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("mesh-proxy: {e:#}");
@@ -69,7 +77,11 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(cli: Cli, cfg: config::Config) -> anyhow::Result<()> {
+fn run(
+    cli: Cli,
+    cfg: config::Config,
+    identity: Option<std::sync::Arc<mesh_proxy::identity::IdentityStore>>,
+) -> anyhow::Result<()> {
     let filter = telemetry::filter(&cli.log_level, cli.component_log_level.as_deref())
         .map_err(anyhow::Error::msg)?;
     telemetry::init_logging(filter, cli.log_format, cli.log_path.as_deref())?;
@@ -91,6 +103,7 @@ fn run(cli: Cli, cfg: config::Config) -> anyhow::Result<()> {
         app::serve(
             cfg,
             bound,
+            identity,
             app::ServeOptions {
                 drain_time: cli.drain_time,
             },

@@ -12,7 +12,9 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::task::TaskTracker;
 
 use crate::cluster::Cluster;
-use crate::config::{Config, ListenerKind};
+use crate::config::{Config, IdentitySpec, ListenerKind};
+use crate::identity::IdentityStore;
+use crate::identity::server::TlsServer;
 use crate::listener::{self, BoundListener, Drain, Protocol};
 use crate::router::{HttpContext, HttpStats, RouteTable};
 
@@ -41,13 +43,6 @@ pub fn bind_all(config: &Config) -> anyhow::Result<Vec<BoundListener>> {
 /// yet. Security features refuse to start (serving plaintext where TLS was
 /// asked for would be worse than not serving); the others are warned about.
 pub fn check_supported(config: &Config) -> anyhow::Result<()> {
-    let tls_listener = config.listeners.iter().find(|l| l.tls.is_some());
-    let tls_cluster = config.clusters.iter().find(|c| c.tls.is_some());
-    if config.identity.is_some() || tls_listener.is_some() || tls_cluster.is_some() {
-        anyhow::bail!(
-            "identity and tls are not supported by this build yet; remove them or use a build with mTLS support"
-        );
-    }
     let mut later = Vec::new();
     if config
         .tracing
@@ -69,12 +64,37 @@ pub fn check_supported(config: &Config) -> anyhow::Result<()> {
 
 /// Starts serving `config` on already-bound sockets. Returns the trigger
 /// that starts the drain and the tracker of every task to wait for.
+/// Loads this workload's identity, checking the files (readable, key
+/// matching the certificate, a valid SVID trusted by the bundle) before any
+/// socket is bound. `None` without an `identity` section.
+pub fn load_identity(config: &Config) -> anyhow::Result<Option<Arc<IdentityStore>>> {
+    match &config.identity {
+        None => Ok(None),
+        Some(IdentitySpec::Files {
+            cert,
+            key,
+            trust_bundle,
+        }) => {
+            let identity =
+                crate::identity::load_files(cert, key, trust_bundle).context("identity")?;
+            Ok(Some(IdentityStore::new(Some(identity))))
+        }
+        Some(IdentitySpec::Ca { .. }) => {
+            anyhow::bail!(
+                "identity.ca is not supported by this build yet; give cert, key and trust_bundle files (mesh-cli issue writes them)"
+            )
+        }
+    }
+}
+
 /// A listener as it runs: what the admin API lists and reads stats from.
 pub struct ListenerInfo {
     pub name: String,
     pub address: SocketAddr,
     /// The HTTP listener's context (routes, limits, stats); `None` for TCP.
     pub http: Option<Arc<HttpContext>>,
+    /// The TLS side (handshake failure counters); `None` without `tls:`.
+    pub tls: Option<Arc<TlsServer>>,
 }
 
 /// Everything a running proxy is made of. The admin API reads it; it
@@ -83,29 +103,58 @@ pub struct Runtime {
     pub config: Arc<Config>,
     pub listeners: Vec<ListenerInfo>,
     pub clusters: Vec<Arc<Cluster>>,
+    /// This workload's certificate, when it has one.
+    pub identity: Option<Arc<IdentityStore>>,
     pub drain: listener::DrainTrigger,
     pub tracker: TaskTracker,
     pub started_at: std::time::SystemTime,
 }
 
-pub fn start(config: &Config, bound: Vec<BoundListener>) -> anyhow::Result<Runtime> {
-    let clusters: HashMap<&str, Arc<Cluster>> = config
-        .clusters
-        .iter()
-        .map(|c| {
-            let cluster = Cluster::spawn(c.clone());
-            crate::health::spawn_health_checks(&cluster);
-            (c.name.as_str(), cluster)
-        })
-        .collect();
+pub fn start(
+    config: &Config,
+    bound: Vec<BoundListener>,
+    identity: Option<Arc<IdentityStore>>,
+) -> anyhow::Result<Runtime> {
+    if let (
+        Some(store),
+        Some(IdentitySpec::Files {
+            cert,
+            key,
+            trust_bundle,
+        }),
+    ) = (&identity, &config.identity)
+    {
+        crate::identity::spawn_file_watcher(store, cert.clone(), key.clone(), trust_bundle.clone());
+    }
+    let mut clusters: HashMap<&str, Arc<Cluster>> = HashMap::new();
+    for (i, c) in config.clusters.iter().enumerate() {
+        let cluster = Cluster::try_spawn(c.clone(), identity.clone())
+            .map_err(|e| anyhow!("clusters[{i}] ({}): {e}", c.name))?;
+        crate::health::spawn_health_checks(&cluster);
+        clusters.insert(c.name.as_str(), cluster);
+    }
     let (trigger, drain) = Drain::new();
     let tracker = TaskTracker::new();
     let mut listeners = Vec::with_capacity(config.listeners.len());
     for (spec, bound) in config.listeners.iter().zip(bound) {
+        let tls = match (&spec.tls, &identity) {
+            (Some(tls), Some(store)) => {
+                let alpn: &[&[u8]] = match spec.kind {
+                    ListenerKind::Http { .. } => &[b"h2", b"http/1.1"],
+                    ListenerKind::Tcp { .. } => &[],
+                };
+                let server = TlsServer::new(&spec.name, tls, Arc::clone(store), alpn)
+                    .map_err(|e| anyhow!("listener {}: {e}", spec.name))?;
+                Some(Arc::new(server))
+            }
+            (Some(_), None) => anyhow::bail!("listener {}: tls needs an identity", spec.name),
+            (None, _) => None,
+        };
         let mut info = ListenerInfo {
             name: spec.name.clone(),
             address: bound.local_addr,
             http: None,
+            tls: tls.clone(),
         };
         let protocol = match &spec.kind {
             ListenerKind::Http { routes } => {
@@ -120,13 +169,14 @@ pub fn start(config: &Config, bound: Vec<BoundListener>) -> anyhow::Result<Runti
                     stats: HttpStats::default(),
                 });
                 info.http = Some(Arc::clone(&ctx));
-                Protocol::Http(listener::http_server(ctx))
+                Protocol::Http(listener::http_server(ctx, tls))
             }
             ListenerKind::Tcp { cluster } => Protocol::Tcp {
                 cluster: clusters.get(cluster.as_str()).cloned().ok_or_else(|| {
                     anyhow!("listener {}: unknown cluster \"{cluster}\"", spec.name)
                 })?,
                 limits: spec.limits,
+                tls,
             },
         };
         tracing::info!(listener = %spec.name, address = %bound.local_addr, "listening");
@@ -145,6 +195,7 @@ pub fn start(config: &Config, bound: Vec<BoundListener>) -> anyhow::Result<Runti
         config: Arc::new(config.clone()),
         listeners,
         clusters,
+        identity,
         drain: trigger,
         tracker,
         started_at: std::time::SystemTime::now(),
@@ -157,9 +208,10 @@ pub fn start(config: &Config, bound: Vec<BoundListener>) -> anyhow::Result<Runti
 pub async fn serve(
     config: Config,
     bound: Vec<BoundListener>,
+    identity: Option<Arc<IdentityStore>>,
     opts: ServeOptions,
 ) -> anyhow::Result<()> {
-    let runtime = start(&config, bound)?;
+    let runtime = start(&config, bound, identity)?;
     tracing::info!(node = %config.node.name, "mesh-proxy started");
     let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;

@@ -9,6 +9,7 @@
 //! local replies or know about routes.
 
 mod dns;
+mod io;
 mod lb;
 mod pool;
 
@@ -21,6 +22,7 @@ use arc_swap::ArcSwap;
 
 use crate::config::{CircuitBreakerSpec, ClusterSpec, Discovery, LbPolicy, UpstreamProtocol};
 
+pub use io::UpstreamIo;
 use pool::Pool;
 pub use pool::{ConnGuard, PooledConn, RawConn, SendError, UpstreamBody, probe};
 
@@ -184,6 +186,8 @@ pub(crate) struct ClusterShared {
     pub name: Arc<str>,
     pub settings: PoolSettings,
     pub stats: ClusterStats,
+    /// TLS origination, when the cluster has `tls:`.
+    pub tls: Option<crate::identity::client::UpstreamTls>,
 }
 
 pub struct Cluster {
@@ -205,7 +209,27 @@ impl Cluster {
     /// Builds the cluster and starts its background tasks (DNS refresh, idle
     /// connection reaping); they stop when the last `Arc<Cluster>` is dropped.
     /// Must be called inside a tokio runtime.
-    pub fn spawn(spec: ClusterSpec) -> Arc<Self> {
+    pub fn try_spawn(
+        spec: ClusterSpec,
+        identity: Option<Arc<crate::identity::IdentityStore>>,
+    ) -> Result<Arc<Self>, String> {
+        let tls = match &spec.tls {
+            Some(tls) => {
+                // SNI when the spec has none: a DNS endpoint's name, else the cluster's.
+                let default_name = spec
+                    .endpoints
+                    .iter()
+                    .find(|e| e.host.parse::<std::net::IpAddr>().is_err())
+                    .map_or(spec.name.as_str(), |e| e.host.as_str());
+                Some(crate::identity::client::UpstreamTls::new(
+                    tls,
+                    identity,
+                    Some(spec.protocol),
+                    default_name,
+                )?)
+            }
+            None => None,
+        };
         let initial = match spec.discovery {
             Discovery::Static => EndpointSet {
                 endpoints: spec
@@ -231,6 +255,7 @@ impl Cluster {
                     breaker: spec.circuit_breaker,
                 },
                 stats: ClusterStats::default(),
+                tls,
             }),
             endpoints: ArcSwap::from_pointee(initial),
             rr_next: AtomicUsize::new(0),
@@ -244,7 +269,16 @@ impl Cluster {
             );
         }
         pool::spawn_reaper(Arc::downgrade(&cluster));
-        cluster
+        Ok(cluster)
+    }
+
+    /// A plain (no TLS) cluster, for tests.
+    #[cfg(test)]
+    pub fn spawn(spec: ClusterSpec) -> Arc<Self> {
+        match Self::try_spawn(spec, None) {
+            Ok(c) => c,
+            Err(e) => panic!("test cluster: {e}"),
+        }
     }
 
     pub fn name(&self) -> &str {

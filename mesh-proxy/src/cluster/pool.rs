@@ -20,6 +20,8 @@ use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use pin_project_lite::pin_project;
 use tokio::net::TcpStream;
+
+use super::io::UpstreamIo;
 use tokio::time::Instant;
 
 use super::{Cluster, ClusterShared, Endpoint, UpstreamError, UpstreamErrorKind};
@@ -297,7 +299,7 @@ fn wrap(
 
 /// Opens a TCP connection within the cluster's connect timeout and the
 /// circuit breaker's connection limit.
-async fn connect_tcp(
+pub(super) async fn connect_tcp(
     shared: &Arc<ClusterShared>,
     endpoint: &Endpoint,
 ) -> Result<(TcpStream, ConnGuard), UpstreamError> {
@@ -353,7 +355,7 @@ async fn connect_h1(
     shared: &Arc<ClusterShared>,
     endpoint: &Endpoint,
 ) -> Result<H1Sender, UpstreamError> {
-    let (stream, guard) = connect_tcp(shared, endpoint).await?;
+    let (stream, guard) = super::io::connect(shared, endpoint).await?;
     let (tx, conn) = http1::Builder::new()
         .handshake(TokioIo::new(stream))
         .await
@@ -377,7 +379,7 @@ async fn connect_h2(
     shared: &Arc<ClusterShared>,
     endpoint: &Endpoint,
 ) -> Result<H2Sender, UpstreamError> {
-    let (stream, guard) = connect_tcp(shared, endpoint).await?;
+    let (stream, guard) = super::io::connect(shared, endpoint).await?;
     let (tx, conn) = http2::Builder::new(TokioExecutor::new())
         .timer(TokioTimer::new())
         .handshake(TokioIo::new(stream))
@@ -443,12 +445,12 @@ fn find_body_error(e: &hyper::Error) -> Option<BodyErrorKind> {
 /// A raw TCP connection to an endpoint (TCP listeners), counted in the
 /// cluster's connection stats while it lives.
 pub struct RawConn {
-    stream: TcpStream,
+    stream: UpstreamIo,
     guard: ConnGuard,
 }
 
 impl RawConn {
-    pub fn into_parts(self) -> (TcpStream, ConnGuard) {
+    pub fn into_parts(self) -> (UpstreamIo, ConnGuard) {
         (self.stream, self.guard)
     }
 }
@@ -457,7 +459,7 @@ pub(crate) async fn connect_raw(
     shared: &Arc<ClusterShared>,
     endpoint: &Endpoint,
 ) -> Result<RawConn, UpstreamError> {
-    let (stream, guard) = connect_tcp(shared, endpoint).await?;
+    let (stream, guard) = super::io::connect(shared, endpoint).await?;
     Ok(RawConn { stream, guard })
 }
 

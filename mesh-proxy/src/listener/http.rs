@@ -14,15 +14,17 @@ use tokio::net::TcpStream;
 
 use super::Drain;
 use super::io::{Activity, ActivityIo};
+use crate::identity::server::{PeerIdentity, TlsServer};
 use crate::router::{self, Downstream, HttpContext};
 
 pub struct HttpServer {
     ctx: Arc<HttpContext>,
     builder: auto::Builder<TokioExecutor>,
+    tls: Option<Arc<TlsServer>>,
 }
 
 impl HttpServer {
-    pub fn new(ctx: Arc<HttpContext>) -> Self {
+    pub fn new(ctx: Arc<HttpContext>, tls: Option<Arc<TlsServer>>) -> Self {
         let limits = ctx.limits;
         let header_bytes = limits.max_request_headers_kb as usize * 1024;
         let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -43,13 +45,37 @@ impl HttpServer {
             .initial_stream_window_size(64 * 1024)
             .initial_connection_window_size(1024 * 1024)
             .max_send_buf_size(limits.buffer_kb as usize * 1024);
-        Self { ctx, builder }
+        Self { ctx, builder, tls }
     }
 
-    pub async fn serve(&self, stream: TcpStream, peer: SocketAddr, mut drain: Drain) {
+    /// Serves one connection: the TLS handshake first on a `tls:` listener
+    /// (a failed one is logged and counted by [`TlsServer`]), then HTTP/1.1
+    /// or HTTP/2 (by ALPN with TLS, by the connection preface without).
+    pub async fn serve(&self, stream: TcpStream, peer: SocketAddr, drain: Drain) {
+        let mut down = Downstream::new(peer);
+        let Some(tls) = &self.tls else {
+            return self.serve_io(stream, down, drain).await;
+        };
+        let Some((stream, identity)) = tls
+            .accept(stream, self.ctx.limits.header_read_timeout)
+            .await
+        else {
+            return;
+        };
+        down.is_tls = true;
+        down.is_allowed = identity.is_allowed;
+        down.xfcc = xfcc(tls.own_id().as_ref(), &identity);
+        self.serve_io(stream, down, drain).await;
+    }
+
+    async fn serve_io<I>(&self, stream: I, down: Downstream, mut drain: Drain)
+    where
+        I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let peer = down.peer;
         let activity = Activity::new();
         let io = TokioIo::new(ActivityIo::new(stream, Arc::clone(&activity)));
-        let down = Arc::new(Downstream::new(peer, false));
+        let down = Arc::new(down);
         let ctx = Arc::clone(&self.ctx);
         let service = service_fn(move |req: hyper::Request<Incoming>| {
             let fut = router::handle(Arc::clone(&ctx), Arc::clone(&down), req);
@@ -79,4 +105,24 @@ impl HttpServer {
             }
         }
     }
+}
+
+/// `By=<our id>;Hash=<sha256 of the peer's leaf>;URI=<peer id>` (Envoy's
+/// `x-forwarded-client-cert` format), or nothing without a peer identity.
+fn xfcc(own: Option<&mesh_ca::SpiffeId>, peer: &PeerIdentity) -> Option<hyper::http::HeaderValue> {
+    let peer_id = peer.spiffe_id.as_ref()?;
+    let mut value = String::with_capacity(160);
+    if let Some(own) = own {
+        value.push_str("By=");
+        value.push_str(own.as_str());
+        value.push(';');
+    }
+    if let Some(hash) = &peer.cert_sha256 {
+        value.push_str("Hash=");
+        value.push_str(hash);
+        value.push(';');
+    }
+    value.push_str("URI=");
+    value.push_str(peer_id.as_str());
+    hyper::http::HeaderValue::from_str(&value).ok()
 }

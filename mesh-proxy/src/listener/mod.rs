@@ -18,6 +18,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::cluster::Cluster;
 use crate::config::{LimitsSpec, ListenerSpec};
+use crate::identity::server::TlsServer;
 use crate::router::HttpContext;
 
 pub use http::HttpServer;
@@ -104,6 +105,7 @@ pub enum Protocol {
     Tcp {
         cluster: Arc<Cluster>,
         limits: LimitsSpec,
+        tls: Option<Arc<TlsServer>>,
     },
 }
 
@@ -150,11 +152,16 @@ pub fn spawn_accept_loop(
                         drop(permit);
                     });
                 }
-                Protocol::Tcp { cluster, limits } => {
+                Protocol::Tcp {
+                    cluster,
+                    limits,
+                    tls,
+                } => {
                     let cluster = Arc::clone(cluster);
                     let limits = *limits;
+                    let tls = tls.clone();
                     inner_tracker.spawn(async move {
-                        tcp::serve(stream, peer, &cluster, &limits).await;
+                        tcp::serve(stream, peer, &cluster, &limits, tls.as_deref()).await;
                         drop(permit);
                     });
                 }
@@ -165,6 +172,6 @@ pub fn spawn_accept_loop(
 }
 
 /// Builds the HTTP server of one listener around its router context.
-pub fn http_server(ctx: Arc<HttpContext>) -> Arc<HttpServer> {
-    Arc::new(HttpServer::new(ctx))
+pub fn http_server(ctx: Arc<HttpContext>, tls: Option<Arc<TlsServer>>) -> Arc<HttpServer> {
+    Arc::new(HttpServer::new(ctx, tls))
 }

@@ -10,13 +10,36 @@ use tokio::net::TcpStream;
 use super::io::{Activity, ActivityIo};
 use crate::cluster::Cluster;
 use crate::config::LimitsSpec;
+use crate::identity::server::TlsServer;
 
+/// Serves one TCP connection; on a `tls:` listener the handshake comes first
+/// and a peer outside the allow-list is closed (logged and counted by
+/// [`TlsServer`]).
 pub async fn serve(
     client: TcpStream,
     peer: SocketAddr,
     cluster: &Arc<Cluster>,
     limits: &LimitsSpec,
+    tls: Option<&TlsServer>,
 ) {
+    match tls {
+        None => tunnel(client, peer, cluster, limits).await,
+        Some(tls) => {
+            let Some((stream, identity)) = tls.accept(client, limits.header_read_timeout).await
+            else {
+                return;
+            };
+            if identity.is_allowed {
+                tunnel(stream, peer, cluster, limits).await;
+            }
+        }
+    }
+}
+
+async fn tunnel<I>(client: I, peer: SocketAddr, cluster: &Arc<Cluster>, limits: &LimitsSpec)
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     let Some(endpoint) = cluster.pick(&[]) else {
         tracing::debug!(cluster = %cluster.name(), %peer, "no healthy upstream; tcp connection closed");
         return;

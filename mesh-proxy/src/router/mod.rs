@@ -55,16 +55,24 @@ pub struct Downstream {
     /// The peer IP, formatted once per connection.
     pub peer_ip: HeaderValue,
     pub is_tls: bool,
+    /// Whether the listener's allow-list admits the peer (always true
+    /// without mutual TLS). A peer outside it gets 403 `UAEX` per request.
+    pub is_allowed: bool,
+    /// `x-forwarded-client-cert` for the app, on mutual TLS listeners,
+    /// built once per connection.
+    pub xfcc: Option<HeaderValue>,
 }
 
 impl Downstream {
-    pub fn new(peer: SocketAddr, is_tls: bool) -> Self {
+    pub fn new(peer: SocketAddr) -> Self {
         let peer_ip = HeaderValue::from_str(&peer.ip().to_string())
             .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
         Self {
             peer,
             peer_ip,
-            is_tls,
+            is_tls: false,
+            is_allowed: true,
+            xfcc: None,
         }
     }
 }
@@ -163,6 +171,9 @@ async fn proxy(
     down: &Downstream,
     mut req: Request<Incoming>,
 ) -> Result<Response<ResponseBody>, ProxyError> {
+    if !down.is_allowed {
+        return Err(ProxyError::Unauthorized);
+    }
     check_limits(&req, &ctx.limits)?;
     // Owned, cheap (reference-counted) copies, so the checks below can borrow
     // them while the request itself is taken apart.
@@ -222,7 +233,12 @@ async fn proxy(
     let host_value = route.host_rewrite.clone().unwrap_or(authority);
     let h = &mut parts.headers;
     headers::strip_hop_by_hop(h, upgrade.is_some());
-    h.remove(&headers::X_FORWARDED_CLIENT_CERT);
+    // Only the mTLS ingress may tell the app who called; a client's own
+    // value is never passed on.
+    match &down.xfcc {
+        Some(xfcc) => h.insert(headers::X_FORWARDED_CLIENT_CERT.clone(), xfcc.clone()),
+        None => h.remove(&headers::X_FORWARDED_CLIENT_CERT),
+    };
     headers::set_forwarded(
         h,
         &down.peer_ip,

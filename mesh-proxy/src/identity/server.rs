@@ -1,0 +1,377 @@
+//! Downstream TLS: the handshake of a `tls:` listener, the SPIFFE client
+//! verifier, the allow-list, and failure reasons in words.
+
+use std::cell::RefCell;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use mesh_ca::{SpiffeId, SpiffePattern};
+use rustls::pki_types::{CertificateDer, UnixTime};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+use rustls::{
+    CertificateError, DigitallySignedStruct, DistinguishedName, Error, ServerConfig,
+    SignatureScheme,
+};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::server::TlsStream;
+
+use super::{IdentityStore, human_duration, provider};
+use crate::config::{DownstreamTlsSpec, TlsMode};
+
+/// Why a downstream handshake failed; each has a counter
+/// (`tls.<listener>.handshake_fail.<reason>`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailReason {
+    NoClientCert,
+    Expired,
+    NotYetValid,
+    UnknownCa,
+    InvalidSvid,
+    BadCertificate,
+    NotAllowed,
+    Protocol,
+    NoIdentity,
+    Timeout,
+    Io,
+}
+
+impl FailReason {
+    pub const ALL: [FailReason; 11] = [
+        FailReason::NoClientCert,
+        FailReason::Expired,
+        FailReason::NotYetValid,
+        FailReason::UnknownCa,
+        FailReason::InvalidSvid,
+        FailReason::BadCertificate,
+        FailReason::NotAllowed,
+        FailReason::Protocol,
+        FailReason::NoIdentity,
+        FailReason::Timeout,
+        FailReason::Io,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailReason::NoClientCert => "no_client_cert",
+            FailReason::Expired => "expired",
+            FailReason::NotYetValid => "not_yet_valid",
+            FailReason::UnknownCa => "unknown_ca",
+            FailReason::InvalidSvid => "invalid_svid",
+            FailReason::BadCertificate => "bad_certificate",
+            FailReason::NotAllowed => "not_allowed",
+            FailReason::Protocol => "protocol",
+            FailReason::NoIdentity => "no_identity",
+            FailReason::Timeout => "timeout",
+            FailReason::Io => "io",
+        }
+    }
+}
+
+/// Handshake failures by reason.
+#[derive(Debug, Default)]
+pub struct TlsStats {
+    pub handshake_fail: [AtomicU64; FailReason::ALL.len()],
+    pub handshakes: AtomicU64,
+}
+
+impl TlsStats {
+    fn count(&self, reason: FailReason) {
+        self.handshake_fail[reason as usize].fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// What a successful handshake established about the peer.
+#[derive(Debug, Clone)]
+pub struct PeerIdentity {
+    /// The peer's SPIFFE ID; `None` on a server-only TLS listener.
+    pub spiffe_id: Option<SpiffeId>,
+    /// SHA-256 of the peer's leaf certificate (DER), lower-case hex.
+    pub cert_sha256: Option<String>,
+    /// Whether the allow-list admits the peer.
+    pub is_allowed: bool,
+}
+
+thread_local! {
+    // The SPIFFE ID named by the certificate being verified on this thread,
+    // so a failed handshake can be logged with the identity it claimed. The
+    // verifier runs inside the same poll that returns the failure.
+    static PRESENTED: RefCell<Option<String>> = const { RefCell::new(None) };
+}
+
+pub struct TlsServer {
+    acceptor: TlsAcceptor,
+    store: Arc<IdentityStore>,
+    mode: TlsMode,
+    allow: Vec<SpiffePattern>,
+    pub stats: TlsStats,
+    listener: Arc<str>,
+}
+
+impl TlsServer {
+    /// `alpn`: `h2`/`http/1.1` for HTTP listeners, nothing for TCP ones.
+    pub fn new(
+        listener: &str,
+        spec: &DownstreamTlsSpec,
+        store: Arc<IdentityStore>,
+        alpn: &[&[u8]],
+    ) -> Result<Self, String> {
+        let allow = spec
+            .allow
+            .iter()
+            .map(|p| SpiffePattern::parse(p).map_err(|e| format!("allow entry \"{p}\": {e}")))
+            .collect::<Result<Vec<_>, _>>()?;
+        let builder = ServerConfig::builder_with_provider(provider())
+            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+            .map_err(|e| e.to_string())?;
+        let builder = match spec.mode {
+            TlsMode::Mutual => builder.with_client_cert_verifier(Arc::new(SpiffeClientVerifier {
+                store: Arc::clone(&store),
+            })),
+            TlsMode::Server => builder.with_no_client_auth(),
+        };
+        let mut config = builder.with_cert_resolver(Arc::new(StoreResolver(Arc::clone(&store))));
+        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+        Ok(Self {
+            acceptor: TlsAcceptor::from(Arc::new(config)),
+            store,
+            mode: spec.mode,
+            allow,
+            stats: TlsStats::default(),
+            listener: Arc::from(listener),
+        })
+    }
+
+    /// Completes the handshake within `deadline`. Failures are logged once
+    /// with the reason in words and counted; the connection is then dropped.
+    pub async fn accept(
+        &self,
+        stream: TcpStream,
+        deadline: Duration,
+    ) -> Option<(TlsStream<TcpStream>, PeerIdentity)> {
+        let peer_addr = stream.peer_addr().ok();
+        if self.store.current().is_none() {
+            self.fail(
+                FailReason::NoIdentity,
+                "no certificate of our own yet".to_owned(),
+                peer_addr,
+                None,
+            );
+            return None;
+        }
+        PRESENTED.with(|p| p.borrow_mut().take());
+        let result = tokio::time::timeout(deadline, self.acceptor.accept(stream)).await;
+        let tls = match result {
+            Ok(Ok(tls)) => tls,
+            Ok(Err(e)) => {
+                let claimed = PRESENTED.with(|p| p.borrow_mut().take());
+                let (reason, words) = classify(&e);
+                self.fail(reason, words, peer_addr, claimed);
+                return None;
+            }
+            Err(_) => {
+                self.fail(
+                    FailReason::Timeout,
+                    format!("no handshake within {deadline:?}"),
+                    peer_addr,
+                    None,
+                );
+                return None;
+            }
+        };
+        self.stats.handshakes.fetch_add(1, Ordering::Relaxed);
+        let leaf = tls
+            .get_ref()
+            .1
+            .peer_certificates()
+            .and_then(|c| c.first())
+            .cloned();
+        let peer = match (self.mode, leaf) {
+            (TlsMode::Mutual, Some(leaf)) => {
+                let id = mesh_ca::svid_spiffe_id(&leaf).ok();
+                let is_allowed = id.as_ref().is_some_and(|id| {
+                    self.allow.is_empty() || self.allow.iter().any(|p| p.matches(id))
+                });
+                if !is_allowed {
+                    let claimed = id.as_ref().map(|i| i.to_string());
+                    let words = format!(
+                        "identity {} not allowed",
+                        claimed.as_deref().unwrap_or("(none)")
+                    );
+                    self.fail(FailReason::NotAllowed, words, peer_addr, None);
+                }
+                PeerIdentity {
+                    spiffe_id: id,
+                    cert_sha256: Some(sha256_hex(&leaf)),
+                    is_allowed,
+                }
+            }
+            _ => PeerIdentity {
+                spiffe_id: None,
+                cert_sha256: None,
+                is_allowed: self.mode == TlsMode::Server,
+            },
+        };
+        Some((tls, peer))
+    }
+
+    fn fail(
+        &self,
+        reason: FailReason,
+        words: String,
+        peer: Option<std::net::SocketAddr>,
+        claimed: Option<String>,
+    ) {
+        self.stats.count(reason);
+        let who = claimed.map(|c| format!(" ({c})")).unwrap_or_default();
+        tracing::info!(listener = %self.listener, peer = ?peer, reason = reason.as_str(), "tls: {words}{who}");
+    }
+
+    /// Our own SPIFFE ID now (for `x-forwarded-client-cert: By=`).
+    pub fn own_id(&self) -> Option<SpiffeId> {
+        self.store.current().map(|i| i.spiffe_id.clone())
+    }
+}
+
+pub fn sha256_hex(data: &[u8]) -> String {
+    let digest = ring::digest::digest(&ring::digest::SHA256, data);
+    digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Maps a handshake error to a reason and a sentence.
+fn classify(e: &std::io::Error) -> (FailReason, String) {
+    let Some(tls) = e.get_ref().and_then(|i| i.downcast_ref::<Error>()) else {
+        return (FailReason::Io, format!("handshake failed: {e}"));
+    };
+    match tls {
+        Error::NoCertificatesPresented => {
+            (FailReason::NoClientCert, "no client certificate".to_owned())
+        }
+        Error::InvalidCertificate(c) => classify_cert(c),
+        Error::PeerIncompatible(p) => (FailReason::Protocol, format!("incompatible client: {p:?}")),
+        Error::AlertReceived(a) => (
+            FailReason::Protocol,
+            format!("client aborted the handshake: {a:?}"),
+        ),
+        other => (FailReason::Protocol, format!("handshake failed: {other}")),
+    }
+}
+
+fn classify_cert(c: &CertificateError) -> (FailReason, String) {
+    let ago = |then: UnixTime, now: UnixTime| {
+        human_duration(Duration::from_secs(
+            now.as_secs().saturating_sub(then.as_secs()),
+        ))
+    };
+    match c {
+        CertificateError::ExpiredContext { time, not_after } => (
+            FailReason::Expired,
+            format!("peer certificate expired {} ago", ago(*not_after, *time)),
+        ),
+        CertificateError::Expired => (FailReason::Expired, "peer certificate expired".to_owned()),
+        CertificateError::NotValidYetContext { time, not_before } => (
+            FailReason::NotYetValid,
+            format!(
+                "peer certificate not valid for another {}",
+                ago(*time, *not_before)
+            ),
+        ),
+        CertificateError::NotValidYet => (
+            FailReason::NotYetValid,
+            "peer certificate not yet valid".to_owned(),
+        ),
+        CertificateError::UnknownIssuer => {
+            (FailReason::UnknownCa, "issued by an unknown CA".to_owned())
+        }
+        CertificateError::Other(o) => (
+            FailReason::InvalidSvid,
+            format!("not a valid SPIFFE SVID: {o}"),
+        ),
+        other => (
+            FailReason::BadCertificate,
+            format!("bad peer certificate: {other:?}"),
+        ),
+    }
+}
+
+#[derive(Debug)]
+struct StoreResolver(Arc<IdentityStore>);
+
+impl ResolvesServerCert for StoreResolver {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        self.0.current().map(|i| Arc::clone(&i.certified))
+    }
+}
+
+/// Verifies client certificates against the *current* trust bundle (so a
+/// bundle rotation applies to the next handshake), then the SVID rules.
+#[derive(Debug)]
+struct SpiffeClientVerifier {
+    store: Arc<IdentityStore>,
+}
+
+impl ClientCertVerifier for SpiffeClientVerifier {
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        // No hints: workloads hold exactly one certificate and send it.
+        &[]
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, Error> {
+        let claimed = mesh_ca::svid_spiffe_id(end_entity);
+        PRESENTED.with(|p| *p.borrow_mut() = claimed.as_ref().ok().map(|id| id.to_string()));
+        let identity = self
+            .store
+            .current()
+            .ok_or_else(|| Error::General("no identity".to_owned()))?;
+        identity
+            .trust
+            .client_verifier
+            .verify_client_cert(end_entity, intermediates, now)?;
+        claimed.map_err(|e| {
+            Error::InvalidCertificate(CertificateError::Other(rustls::OtherError(Arc::new(e))))
+        })?;
+        Ok(ClientCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &provider().signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &provider().signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        provider()
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
