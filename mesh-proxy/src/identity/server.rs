@@ -166,6 +166,17 @@ impl TlsServer {
         let result = tokio::time::timeout(deadline, self.acceptor.accept(stream)).await;
         let tls = match result {
             Ok(Ok(tls)) => tls,
+            Ok(Err(e))
+                if e.kind() == std::io::ErrorKind::UnexpectedEof
+                    && e.get_ref()
+                        .is_none_or(|i| i.downcast_ref::<Error>().is_none()) =>
+            {
+                // Closed before or during the handshake without a TLS error:
+                // port probes and health checkers. Counted, not logged.
+                self.stats.count(FailReason::Io);
+                tracing::debug!(listener = %self.listener, peer = ?peer_addr, "tls: connection closed during the handshake");
+                return None;
+            }
             Ok(Err(e)) => {
                 let claimed = PRESENTED.with(|p| p.borrow_mut().take());
                 let (reason, words) = classify(&e);
@@ -286,10 +297,28 @@ fn classify_cert(c: &CertificateError) -> (FailReason, String) {
         CertificateError::UnknownIssuer => {
             (FailReason::UnknownCa, "issued by an unknown CA".to_owned())
         }
-        CertificateError::Other(o) => (
-            FailReason::InvalidSvid,
-            format!("not a valid SPIFFE SVID: {o}"),
+        // A root of the same name but another key (a rogue or rotated-out
+        // CA): the chain's signature does not verify against the bundle.
+        CertificateError::BadSignature => (
+            FailReason::UnknownCa,
+            "issued by an unknown CA (signature does not verify against the trust bundle)"
+                .to_owned(),
         ),
+        CertificateError::Other(o) => match o.0.downcast_ref::<webpki::Error>() {
+            Some(webpki::Error::CaUsedAsEndEntity) => (
+                FailReason::InvalidSvid,
+                "not a valid SPIFFE SVID: a CA certificate was presented as a workload identity"
+                    .to_owned(),
+            ),
+            Some(other) => (
+                FailReason::BadCertificate,
+                format!("bad peer certificate: {other}"),
+            ),
+            None => (
+                FailReason::InvalidSvid,
+                format!("not a valid SPIFFE SVID: {o}"),
+            ),
+        },
         other => (
             FailReason::BadCertificate,
             format!("bad peer certificate: {other:?}"),
