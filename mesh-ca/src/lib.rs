@@ -22,6 +22,7 @@ mod error;
 mod files;
 mod inspect;
 mod leaf;
+pub mod server;
 mod spiffe;
 mod svid;
 pub mod token;
