@@ -70,12 +70,12 @@ async fn route(
 }
 
 /// Who the caller is allowed to be: its client certificate's identity
-/// (renewal), else its join token's.
+/// (renewal), else its join token's. The error is the 401 to answer.
 fn authenticate(
     req: &Request<Incoming>,
     state: &State,
     client_id: Option<&SpiffeId>,
-) -> Result<SpiffeId, Response<Full<Bytes>>> {
+) -> Result<SpiffeId, (&'static str, String)> {
     if let Some(id) = client_id {
         return Ok(id.clone());
     }
@@ -85,20 +85,12 @@ fn authenticate(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim)
-        .ok_or_else(|| {
-            error(
-                StatusCode::UNAUTHORIZED,
-                "unauthenticated",
-                "a join token (Authorization: Bearer) or a client certificate is required",
-            )
-        })?;
-    Token::verify(&state.ca, token, OffsetDateTime::now_utc()).map_err(|e| {
-        error(
-            StatusCode::UNAUTHORIZED,
-            "invalid_token",
-            &format!("join token refused: {e}"),
-        )
-    })
+        .ok_or((
+            "unauthenticated",
+            "a join token (Authorization: Bearer) or a client certificate is required".to_owned(),
+        ))?;
+    Token::verify(&state.ca, token, OffsetDateTime::now_utc())
+        .map_err(|e| ("invalid_token", format!("join token refused: {e}")))
 }
 
 async fn sign(
@@ -109,7 +101,7 @@ async fn sign(
 ) -> Response<Full<Bytes>> {
     let allowed = match authenticate(&req, state, client_id) {
         Ok(id) => id,
-        Err(resp) => return resp,
+        Err((code, message)) => return error(StatusCode::UNAUTHORIZED, code, &message),
     };
     let ttl = match requested_ttl(req.uri().query()) {
         Ok(ttl) => ttl.unwrap_or(state.opts.ttl),
