@@ -68,7 +68,7 @@ pub fn issue_offline(args: &IssueArgs) -> Result<ExitCode> {
     out.check(&ca.cert_pem(), args.force)?;
 
     let mut req = IssueRequest::new(id.clone());
-    req.ttl = args.ttl;
+    req.ttl = args.ttl.unwrap_or(mesh_ca::DEFAULT_LEAF_TTL);
     req.dns_names = args.dns.clone();
     req.ips = args.ips.clone();
     let issued = ca.issue(&req)?;

@@ -119,9 +119,10 @@ pub(crate) struct IssueArgs {
     /// Directory for SERVICE.crt, SERVICE.key and ca.crt (created if missing).
     #[arg(long, value_name = "DIR")]
     out: PathBuf,
-    /// Certificate lifetime (offline; a CA server applies its own).
-    #[arg(long, default_value = "24h", value_parser = parse_duration, conflicts_with = "ca_url")]
-    ttl: Duration,
+    /// Certificate lifetime [default: 24h offline; online, the CA server's
+    /// default, and a CA server caps it at its --max-ttl].
+    #[arg(long, value_parser = parse_duration)]
+    ttl: Option<Duration>,
     /// An extra DNS SAN (offline only; repeatable).
     #[arg(long = "dns", value_name = "NAME", conflicts_with = "ca_url")]
     dns: Vec<String>,

@@ -3,7 +3,8 @@
 //!
 //! 1. Make a fresh ECDSA P-256 key and a CSR for the SPIFFE ID; the key
 //!    never leaves this machine.
-//! 2. POST the PEM CSR over HTTPS with `Authorization: Bearer <token>`. The
+//! 2. POST the PEM CSR over HTTPS with `Authorization: Bearer <token>` (and
+//!    `?ttl=<seconds>s` when `--ttl` is given; the server caps it). The
 //!    server is verified against `--bundle` only (nothing trusted on first
 //!    use) by the standard WebPKI rules: its certificate, issued by the mesh
 //!    CA, must name the URL's host (DNS or IP SAN) and allow serverAuth.
@@ -65,8 +66,12 @@ pub fn issue(args: &IssueArgs, url: &str) -> Result<ExitCode> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
+    let path = match args.ttl {
+        Some(ttl) => format!("{}?ttl={}s", target.sign_path, ttl.as_secs().max(1)),
+        None => target.sign_path.clone(),
+    };
     let chain_pem = runtime.block_on(async {
-        tokio::time::timeout(TIMEOUT, post_csr(&target, roots, &token, csr_pem))
+        tokio::time::timeout(TIMEOUT, post_csr(&target, &path, roots, &token, csr_pem))
             .await
             .map_err(|_| anyhow!("no answer from the CA at {url} within {TIMEOUT:?}"))?
     })?;
@@ -162,6 +167,7 @@ fn bundle_trust_domain(bundle_pem: &[u8]) -> Option<String> {
 
 async fn post_csr(
     target: &CaUrl,
+    path: &str,
     roots: rustls::RootCertStore,
     token: &str,
     csr_pem: String,
@@ -194,7 +200,7 @@ async fn post_csr(
         .map_err(|e| anyhow!("HTTP with the CA at {where_} failed: {e}"))?;
     tokio::spawn(conn);
 
-    let request = http::Request::post(target.sign_path.as_str())
+    let request = http::Request::post(path)
         .header(http::header::HOST, target.authority.as_str())
         .header(http::header::AUTHORIZATION, format!("Bearer {token}"))
         .header(http::header::CONTENT_TYPE, "application/x-pem-file")

@@ -290,3 +290,76 @@ async fn an_unreachable_ca_is_one_sentence() {
         format!("error: cannot reach the CA at 127.0.0.1:{port}: Connection refused\n")
     );
 }
+
+/// The same client against the real CA server of `mesh_ca::server`.
+#[tokio::test]
+async fn online_issue_works_against_the_real_ca_server() {
+    use mesh_ca::server::{CaServer, ServerOptions};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    mesh_ca::Ca::create("mesh.local")
+        .expect("CA")
+        .save(&d.join("ca"), false)
+        .expect("save");
+    let ca = mesh_ca::Ca::load(&d.join("ca")).expect("load");
+    let opts = ServerOptions {
+        ttl: Duration::from_secs(24 * 3600),
+        max_ttl: Duration::from_secs(7 * 24 * 3600),
+        dns_names: vec!["localhost".into()],
+        ips: vec!["127.0.0.1".parse().expect("ip")],
+    };
+    let server = CaServer::bind(
+        mesh_ca::Ca::load(&d.join("ca")).expect("load"),
+        "127.0.0.1:0".parse().expect("addr"),
+        opts,
+    )
+    .await
+    .expect("bind");
+    let url = format!(
+        "https://127.0.0.1:{}",
+        server.local_addr().expect("addr").port()
+    );
+    let serving = tokio::spawn(server.run());
+
+    std::fs::copy(d.join("ca/ca.crt"), d.join("ca.crt")).expect("bundle");
+    let orders = SpiffeId::parse("spiffe://mesh.local/orders").expect("id");
+    let token = Token::create(&ca, &orders, Duration::from_secs(600)).expect("token");
+    std::fs::write(d.join("token"), &token).expect("token file");
+
+    let run = |extra: &'static [&'static str], service: &'static str| {
+        let url = url.clone();
+        async move {
+            let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_mesh-cli"));
+            cmd.current_dir(d)
+                .args(["issue", service, "--ca-url", &url, "--bundle", "ca.crt"])
+                .args(["--token-file", "token", "--out", "certs/"])
+                .args(extra);
+            tokio::time::timeout(Duration::from_secs(60), cmd.output())
+                .await
+                .expect("in time")
+                .expect("ran")
+        }
+    };
+    let out = run(&["--ttl", "2h"], "orders").await;
+    assert!(out.status.success(), "{out:?}");
+    let chain = std::fs::read(d.join("certs/orders.crt")).expect("chain");
+    let info = mesh_ca::inspect_pem(&chain).expect("inspect");
+    let life = info[0].not_after - OffsetDateTime::now_utc();
+    assert!(
+        life <= time::Duration::hours(2) && life > time::Duration::minutes(118),
+        "{life}"
+    );
+    assert_eq!(
+        info[0].spiffe_id.as_deref(),
+        Some("spiffe://mesh.local/orders")
+    );
+
+    let out = run(&[], "web").await;
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "error: the CA refused to sign (403 Forbidden): the token is for spiffe://mesh.local/orders, \
+         the request asks for spiffe://mesh.local/web\n"
+    );
+    serving.abort();
+}
