@@ -137,6 +137,13 @@ impl serde::Serialize for SpiffeId {
     }
 }
 
+impl<'de> serde::Deserialize<'de> for SpiffeId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        SpiffeId::parse(&s).map_err(serde::de::Error::custom)
+    }
+}
+
 /// Checks a bare trust domain such as `mesh.local`.
 pub fn validate_trust_domain(trust_domain: &str) -> Result<(), SpiffeIdError> {
     validate_td(trust_domain, trust_domain)
@@ -226,6 +233,19 @@ impl FromStr for SpiffePattern {
     type Err = SpiffeIdError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         SpiffePattern::parse(s)
+    }
+}
+
+impl serde::Serialize for SpiffePattern {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.pattern)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for SpiffePattern {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        SpiffePattern::parse(&s).map_err(serde::de::Error::custom)
     }
 }
 

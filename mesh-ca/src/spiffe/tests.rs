@@ -192,3 +192,17 @@ fn rejects_bad_patterns() {
         Err(SpiffeIdError::PartialWildcard { .. })
     ));
 }
+
+#[test]
+fn ids_and_patterns_are_strings_in_json() {
+    let i: SpiffeId = serde_json::from_str(r#""spiffe://mesh.local/web""#).expect("id");
+    assert_eq!(
+        serde_json::to_string(&i).expect("json"),
+        r#""spiffe://mesh.local/web""#
+    );
+    let err = serde_json::from_str::<SpiffeId>(r#""spiffe://mesh.local""#).expect_err("root");
+    assert!(err.to_string().contains("has no path"), "{err}");
+    let p: SpiffePattern = serde_json::from_str(r#""spiffe://mesh.local/*""#).expect("pattern");
+    assert!(p.matches(&i));
+    assert!(serde_json::from_str::<SpiffePattern>(r#""spiffe://mesh.local/a*""#).is_err());
+}
