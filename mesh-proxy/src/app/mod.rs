@@ -20,6 +20,9 @@ use crate::router::{HttpContext, HttpStats, RouteTable};
 
 pub struct ServeOptions {
     pub drain_time: Duration,
+    /// The admin API's socket, bound with the listeners; served once the
+    /// runtime is up.
+    pub admin: Option<crate::admin::AdminListener>,
 }
 
 /// Binds every listener; fails (binding nothing else) if any cannot be bound.
@@ -79,11 +82,9 @@ pub fn load_identity(config: &Config) -> anyhow::Result<Option<Arc<IdentityStore
                 crate::identity::load_files(cert, key, trust_bundle).context("identity")?;
             Ok(Some(IdentityStore::new(Some(identity))))
         }
-        Some(IdentitySpec::Ca { .. }) => {
-            anyhow::bail!(
-                "identity.ca is not supported by this build yet; give cert, key and trust_bundle files (mesh-cli issue writes them)"
-            )
-        }
+        // Obtained in the background once serving: until then handshakes
+        // fail and /ready says NO_IDENTITY.
+        Some(IdentitySpec::Ca { .. }) => Ok(Some(IdentityStore::new(None))),
     }
 }
 
@@ -108,6 +109,8 @@ pub struct Runtime {
     pub drain: listener::DrainTrigger,
     pub tracker: TaskTracker,
     pub started_at: std::time::SystemTime,
+    /// `server.config_reload_total` / `_failed`, bumped by reloads.
+    pub reloads: crate::telemetry::metrics::ReloadCounters,
 }
 
 pub fn start(
@@ -115,16 +118,42 @@ pub fn start(
     bound: Vec<BoundListener>,
     identity: Option<Arc<IdentityStore>>,
 ) -> anyhow::Result<Runtime> {
-    if let (
-        Some(store),
-        Some(IdentitySpec::Files {
-            cert,
-            key,
-            trust_bundle,
-        }),
-    ) = (&identity, &config.identity)
-    {
-        crate::identity::spawn_file_watcher(store, cert.clone(), key.clone(), trust_bundle.clone());
+    match (&identity, &config.identity) {
+        (
+            Some(store),
+            Some(IdentitySpec::Files {
+                cert,
+                key,
+                trust_bundle,
+            }),
+        ) => {
+            crate::identity::spawn_file_watcher(
+                store,
+                cert.clone(),
+                key.clone(),
+                trust_bundle.clone(),
+            );
+        }
+        (
+            Some(store),
+            Some(IdentitySpec::Ca {
+                url,
+                trust_bundle,
+                token_file,
+                spiffe_id,
+                ttl,
+            }),
+        ) => {
+            let source = crate::identity::CaSource {
+                url: url.clone(),
+                trust_bundle: trust_bundle.clone(),
+                token_file: token_file.clone(),
+                spiffe_id: spiffe_id.clone(),
+                ttl: *ttl,
+            };
+            crate::identity::spawn_ca_client(store, source);
+        }
+        _ => {}
     }
     let mut clusters: HashMap<&str, Arc<Cluster>> = HashMap::new();
     for (i, c) in config.clusters.iter().enumerate() {
@@ -199,6 +228,7 @@ pub fn start(
         drain: trigger,
         tracker,
         started_at: std::time::SystemTime::now(),
+        reloads: Default::default(),
     })
 }
 
@@ -211,7 +241,10 @@ pub async fn serve(
     identity: Option<Arc<IdentityStore>>,
     opts: ServeOptions,
 ) -> anyhow::Result<()> {
-    let runtime = start(&config, bound, identity)?;
+    let runtime = Arc::new(start(&config, bound, identity)?);
+    if let Some(admin) = opts.admin {
+        admin.spawn(Arc::clone(&runtime));
+    }
     tracing::info!(node = %config.node.name, "mesh-proxy started");
     let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;

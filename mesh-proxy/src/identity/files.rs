@@ -25,7 +25,7 @@ fn file_err(path: &Path, reason: impl std::fmt::Display) -> IdentityError {
     }
 }
 
-fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, IdentityError> {
+pub(super) fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, IdentityError> {
     let bytes = std::fs::read(path).map_err(|e| file_err(path, e))?;
     let certs = CertificateDer::pem_slice_iter(&bytes)
         .collect::<Result<Vec<_>, _>>()
@@ -43,39 +43,63 @@ pub fn load_files(cert: &Path, key: &Path, bundle: &Path) -> Result<Identity, Id
     let key_bytes = std::fs::read(key).map_err(|e| file_err(key, e))?;
     let key_der = PrivateKeyDer::from_pem_slice(&key_bytes)
         .map_err(|e| file_err(key, format!("not a PEM private key: {e}")))?;
+    let roots = read_certs(bundle)?;
+    let names = Names {
+        cert: cert.display().to_string(),
+        key: key.display().to_string(),
+        bundle: bundle.display().to_string(),
+    };
+    assemble(chain, key_der, roots, &names)
+}
+
+/// What the parts of an identity are called in error messages (file
+/// paths, or where a CA answer came from).
+pub(super) struct Names {
+    pub cert: String,
+    pub key: String,
+    pub bundle: String,
+}
+
+/// Checks and assembles an identity from its parts.
+pub(super) fn assemble(
+    chain: Vec<CertificateDer<'static>>,
+    key_der: PrivateKeyDer<'static>,
+    root_ders: Vec<CertificateDer<'static>>,
+    names: &Names,
+) -> Result<Identity, IdentityError> {
+    let tls_err = |path: &str| {
+        let path = path.to_owned();
+        move |source| IdentityError::Tls { path, source }
+    };
+    let leaf = chain.first().cloned().ok_or_else(|| IdentityError::File {
+        path: names.cert.clone(),
+        reason: "no certificate".to_owned(),
+    })?;
     let signing_key = provider()
         .key_provider
         .load_private_key(key_der)
-        .map_err(|source| IdentityError::Tls {
-            path: key.display().to_string(),
-            source,
-        })?;
+        .map_err(tls_err(&names.key))?;
     let certified = CertifiedKey::new(chain.clone(), signing_key);
     if certified.keys_match().is_err() {
         return Err(IdentityError::KeyMismatch {
-            cert: cert.display().to_string(),
-            key: key.display().to_string(),
+            cert: names.cert.clone(),
+            key: names.key.clone(),
         });
     }
-    let spiffe_id = mesh_ca::svid_spiffe_id(&chain[0]).map_err(|e| IdentityError::Svid {
-        path: cert.display().to_string(),
+    let spiffe_id = mesh_ca::svid_spiffe_id(&leaf).map_err(|e| IdentityError::Svid {
+        path: names.cert.clone(),
         reason: e.to_string(),
     })?;
-    let info = mesh_ca::inspect_der(&chain[0]).map_err(|e| file_err(cert, e))?;
-
-    let mut roots = RootCertStore::empty();
-    for root in read_certs(bundle)? {
-        roots.add(root).map_err(|source| IdentityError::Tls {
-            path: bundle.display().to_string(),
-            source,
-        })?;
-    }
-    let parsed = rustls::server::ParsedCertificate::try_from(&chain[0]).map_err(|source| {
-        IdentityError::Tls {
-            path: cert.display().to_string(),
-            source,
-        }
+    let info = mesh_ca::inspect_der(&leaf).map_err(|e| IdentityError::File {
+        path: names.cert.clone(),
+        reason: e.to_string(),
     })?;
+    let mut roots = RootCertStore::empty();
+    for root in root_ders {
+        roots.add(root).map_err(tls_err(&names.bundle))?;
+    }
+    let parsed =
+        rustls::server::ParsedCertificate::try_from(&leaf).map_err(tls_err(&names.cert))?;
     rustls::client::verify_server_cert_signed_by_trust_anchor(
         &parsed,
         &roots,
@@ -84,14 +108,11 @@ pub fn load_files(cert: &Path, key: &Path, bundle: &Path) -> Result<Identity, Id
         provider().signature_verification_algorithms.all,
     )
     .map_err(|e| IdentityError::Untrusted {
-        cert: cert.display().to_string(),
-        bundle: bundle.display().to_string(),
+        cert: names.cert.clone(),
+        bundle: names.bundle.clone(),
         reason: e.to_string(),
     })?;
-    let trust = Trust::new(roots).map_err(|source| IdentityError::Tls {
-        path: bundle.display().to_string(),
-        source,
-    })?;
+    let trust = Trust::new(roots).map_err(tls_err(&names.bundle))?;
     Ok(Identity {
         spiffe_id,
         certified: Arc::new(certified),

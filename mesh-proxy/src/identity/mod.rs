@@ -8,6 +8,7 @@
 //! [`client::UpstreamTls`]. Must not: decide routing or authorization of
 //! requests beyond the allow-list of a listener.
 
+mod ca_client;
 pub mod client;
 mod files;
 pub mod server;
@@ -23,6 +24,7 @@ use rustls::crypto::CryptoProvider;
 use rustls::server::danger::ClientCertVerifier;
 use rustls::sign::CertifiedKey;
 
+pub use ca_client::{CaSource, spawn_ca_client};
 pub use files::{load_files, spawn_file_watcher};
 
 /// The one crypto provider of the process (ring; see DEPENDENCIES.md).
