@@ -7,6 +7,7 @@
 //! connections; `body` streams request bodies with their limits; `config`
 //! parses and validates; `telemetry` logs.
 
+pub mod admin;
 pub mod app;
 pub mod body;
 pub mod cluster;

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
-use mesh_proxy::{app, config, telemetry};
+use mesh_proxy::{admin, app, config, telemetry};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Mode {
@@ -84,7 +84,7 @@ fn run(
 ) -> anyhow::Result<()> {
     let filter = telemetry::filter(&cli.log_level, cli.component_log_level.as_deref())
         .map_err(anyhow::Error::msg)?;
-    telemetry::init_logging(filter, cli.log_format, cli.log_path.as_deref())?;
+    let logs = telemetry::init_logging(filter, cli.log_format, cli.log_path.as_deref())?;
     let threads = match cli.concurrency {
         Some(0) => anyhow::bail!("--concurrency must be at least 1"),
         Some(n) => n,
@@ -100,12 +100,16 @@ fn run(
         // before any listener serves: one failure binds nothing else.
         app::check_supported(&cfg)?;
         let bound = app::bind_all(&cfg)?;
+        let admin = admin::AdminListener::bind(cfg.admin.address, Some(logs)).map_err(|e| {
+            anyhow::anyhow!("admin.address: cannot bind {}: {e}", cfg.admin.address)
+        })?;
         app::serve(
             cfg,
             bound,
             identity,
             app::ServeOptions {
                 drain_time: cli.drain_time,
+                admin: Some(admin),
             },
         )
         .await

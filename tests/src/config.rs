@@ -18,9 +18,12 @@ impl Default for ConfigBuilder {
 }
 
 impl ConfigBuilder {
-    /// Empty `listeners` and `clusters`.
+    /// Empty `listeners` and `clusters`; the admin API on an ephemeral
+    /// loopback port, so parallel proxies never fight over 9901 (set a
+    /// known one with [`ConfigBuilder::admin`]).
     pub fn new() -> Self {
         let mut root = Map::new();
+        root.insert("admin".into(), json!({ "address": "127.0.0.1:0" }));
         root.insert("listeners".into(), json!([]));
         root.insert("clusters".into(), json!([]));
         Self { root }

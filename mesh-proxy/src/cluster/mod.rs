@@ -110,7 +110,10 @@ pub struct ClusterStats {
     /// Attempts sent (each retry counts).
     pub upstream_rq_total: AtomicU64,
     /// By status class of the upstream's answer: index 0 = 1xx … 4 = 5xx.
+    /// An attempt without an answer (connect failure, reset, timeout) is a 5xx.
     pub upstream_rq_class: [AtomicU64; 5],
+    /// Time from sending to response headers, retries included.
+    pub upstream_rq_time: crate::telemetry::metrics::LatencyHistogram,
     pub upstream_rq_active: AtomicU64,
     pub upstream_rq_pending_active: AtomicU64,
     pub upstream_rq_pending_overflow: AtomicU64,

@@ -499,13 +499,10 @@ pub(crate) struct ActiveRequest {
 impl ActiveRequest {
     fn new(shared: &Arc<ClusterShared>, endpoint: &Arc<Endpoint>) -> Self {
         endpoint.active_requests.fetch_add(1, Ordering::Relaxed);
+        // upstream_rq_total counts attempts, in the router's attempt loop.
         shared
             .stats
             .upstream_rq_active
-            .fetch_add(1, Ordering::Relaxed);
-        shared
-            .stats
-            .upstream_rq_total
             .fetch_add(1, Ordering::Relaxed);
         Self {
             endpoint: Arc::clone(endpoint),

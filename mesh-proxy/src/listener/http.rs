@@ -15,7 +15,8 @@ use tokio::net::TcpStream;
 use super::Drain;
 use super::io::{Activity, ActivityIo};
 use crate::identity::server::{PeerIdentity, TlsServer};
-use crate::router::{self, Downstream, HttpContext};
+use crate::router::{self, Downstream, HttpContext, HttpStats};
+use crate::telemetry::metrics::ActiveGuard;
 
 pub struct HttpServer {
     ctx: Arc<HttpContext>,
@@ -48,10 +49,16 @@ impl HttpServer {
         Self { ctx, builder, tls }
     }
 
+    pub fn stats(&self) -> &HttpStats {
+        &self.ctx.stats
+    }
+
     /// Serves one connection: the TLS handshake first on a `tls:` listener
     /// (a failed one is logged and counted by [`TlsServer`]), then HTTP/1.1
     /// or HTTP/2 (by ALPN with TLS, by the connection preface without).
     pub async fn serve(&self, stream: TcpStream, peer: SocketAddr, drain: Drain) {
+        let stats = &self.ctx.stats;
+        let _cx = ActiveGuard::new(&stats.downstream_cx_active, &stats.downstream_cx_total);
         let mut down = Downstream::new(peer);
         let Some(tls) = &self.tls else {
             return self.serve_io(stream, down, drain).await;

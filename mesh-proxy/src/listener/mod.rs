@@ -140,6 +140,12 @@ pub fn spawn_accept_loop(
             };
             let Ok(permit) = Arc::clone(&slots).try_acquire_owned() else {
                 tracing::debug!(listener = %name, %peer, "max_connections reached; connection closed");
+                if let Protocol::Http(server) = &protocol {
+                    server
+                        .stats()
+                        .downstream_cx_overflow
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
                 continue;
             };
             let _ = stream.set_nodelay(true);

@@ -171,8 +171,15 @@ pub async fn forward(
             }
         };
         crate::health::record_outcome(cluster, &endpoint, outcome);
-        if let Ok(resp) = &result {
-            let class = (resp.status().as_u16() / 100).clamp(1, 5) as usize - 1;
+        // As Envoy does, an attempt that got no response is charged as a
+        // 5xx, so the classes add up to upstream_rq_total; a failure of the
+        // client's own body is not the upstream's.
+        let class = match &result {
+            Ok(resp) => Some((resp.status().as_u16() / 100).clamp(1, 5) as usize - 1),
+            Err(e) if e.body_error.is_none() => Some(4),
+            Err(_) => None,
+        };
+        if let Some(class) = class {
             stats.upstream_rq_class[class].fetch_add(1, Ordering::Relaxed);
         }
         // This attempt is over: a retry it was holds its slot no longer.

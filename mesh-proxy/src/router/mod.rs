@@ -8,6 +8,7 @@
 
 mod forward;
 mod headers;
+mod local;
 pub mod normalize;
 mod reply;
 mod table;
@@ -37,7 +38,16 @@ pub struct HttpStats {
     pub downstream_rq_total: AtomicU64,
     /// Index 0 = 1xx … 4 = 5xx.
     pub downstream_rq_class: [AtomicU64; 5],
+    /// Requests the proxy answered itself (every local reply).
     pub downstream_rq_local: AtomicU64,
+    /// Requests refused by a listener limit, by reason.
+    pub downstream_rq_rejected: crate::telemetry::metrics::RejectCounters,
+    pub downstream_cx_total: AtomicU64,
+    pub downstream_cx_active: AtomicU64,
+    /// Connections closed at accept because `max_connections` was reached.
+    pub downstream_cx_overflow: AtomicU64,
+    /// The last local replies, for the admin dashboard.
+    pub local_replies: crate::telemetry::local_replies::LocalReplyLog,
 }
 
 /// What every request on one HTTP listener shares.
@@ -91,14 +101,21 @@ pub async fn handle(
             id
         }
     };
+    // Reference-counted copies, for the record of a local reply.
+    let (method, uri) = (req.method().clone(), req.uri().clone());
     let mut resp = match proxy(&ctx, &down, req).await {
-        Ok(resp) => resp,
+        Ok(mut resp) => {
+            if let Some(noted) = resp.extensions_mut().remove::<local::Noted>() {
+                local::record(&ctx, noted, resp.status(), &method, &uri);
+            }
+            resp
+        }
         Err(e) => {
             tracing::debug!(listener = %ctx.listener, error = %e, flag = e.flag(), "local reply");
-            ctx.stats
-                .downstream_rq_local
-                .fetch_add(1, Ordering::Relaxed);
-            e.into_response()
+            let noted = local::Noted::of(&e);
+            let resp = e.into_response();
+            local::record(&ctx, noted, resp.status(), &method, &uri);
+            resp
         }
     };
     resp.headers_mut().insert(X_REQUEST_ID.clone(), request_id);
@@ -281,10 +298,10 @@ async fn proxy(
         {
             Ok(f) => (f.result, f.attempts),
             Err(_) => {
-                cluster
-                    .stats()
-                    .upstream_rq_timeout
-                    .fetch_add(1, Ordering::Relaxed);
+                let stats = cluster.stats();
+                stats.upstream_rq_timeout.fetch_add(1, Ordering::Relaxed);
+                // The attempt in flight ends here, charged as a 5xx (a 504).
+                stats.upstream_rq_class[4].fetch_add(1, Ordering::Relaxed);
                 (Err(ProxyError::Timeout(head_timeout)), 0)
             }
         };
@@ -292,7 +309,10 @@ async fn proxy(
     let mut resp = match result {
         Ok(resp) => resp,
         Err(e) => {
+            tracing::debug!(listener = %ctx.listener, error = %e, flag = e.flag(), "local reply");
+            let noted = local::Noted::of(&e);
             let mut local = e.into_response();
+            local.extensions_mut().insert(noted);
             if attempts > 0 {
                 local
                     .headers_mut()
@@ -301,7 +321,9 @@ async fn proxy(
             return Ok(local);
         }
     };
-    let upstream_ms = started.elapsed().as_millis() as u64;
+    let upstream_time = started.elapsed();
+    cluster.stats().upstream_rq_time.record(upstream_time);
+    let upstream_ms = upstream_time.as_millis() as u64;
 
     if let Some(on_downstream) =
         upgrade.filter(|_| resp.status() == StatusCode::SWITCHING_PROTOCOLS)

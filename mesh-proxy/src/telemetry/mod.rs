@@ -1,10 +1,19 @@
 //! Telemetry: the log subscriber (levels per component, text or JSON, to
-//! stderr or a file). Metrics, access logs and trace export join here.
+//! stderr or a file, changeable while running through [`LogControl`]), the
+//! lock-free metric primitives of the request path (`metrics`) and the
+//! recent local replies (`local_replies`). Access logs and trace export join
+//! here.
+
+pub mod local_replies;
+pub mod metrics;
 
 use std::path::Path;
+use std::sync::{Mutex, PoisonError};
 
-use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::writer::BoxMakeWriter;
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
+use tracing_subscriber::{EnvFilter, Layer as _, Registry, reload};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum LogFormat {
@@ -20,6 +29,9 @@ pub const COMPONENTS: &[(&str, &str)] = &[
     ("upstream", "mesh_proxy::cluster"),
     ("cluster", "mesh_proxy::cluster"),
     ("app", "mesh_proxy::app"),
+    ("health", "mesh_proxy::health"),
+    ("identity", "mesh_proxy::identity"),
+    ("admin", "mesh_proxy::admin"),
 ];
 
 /// Builds the filter from `-l LEVEL` and `--component-log-level NAME=LEVEL,...`.
@@ -28,8 +40,7 @@ pub fn filter(level: &str, components: Option<&str>) -> Result<EnvFilter, String
     if let Ok(env) = std::env::var("RUST_LOG") {
         return EnvFilter::try_new(env).map_err(|e| format!("RUST_LOG: {e}"));
     }
-    let mut directives =
-        format!("{level},h2=warn,hyper=warn,hickory_proto=warn,hickory_resolver=warn");
+    let mut directives = base_directives(level);
     for item in components
         .unwrap_or("")
         .split(',')
@@ -54,11 +65,18 @@ pub fn filter(level: &str, components: Option<&str>) -> Result<EnvFilter, String
     EnvFilter::try_new(&directives).map_err(|e| format!("invalid log level: {e}"))
 }
 
+/// `LEVEL` for our code, with the chattier dependencies held at warn.
+fn base_directives(level: &str) -> String {
+    format!("{level},h2=warn,hyper=warn,hickory_proto=warn,hickory_resolver=warn")
+}
+
+/// Installs the global subscriber. The returned handle changes its levels
+/// later (admin `POST /logging`).
 pub fn init_logging(
     filter: EnvFilter,
     format: LogFormat,
     path: Option<&Path>,
-) -> std::io::Result<()> {
+) -> std::io::Result<LogControl> {
     let writer = match path {
         Some(p) => {
             let file = std::fs::OpenOptions::new()
@@ -70,14 +88,106 @@ pub fn init_logging(
         None => BoxMakeWriter::new(std::io::stderr),
     };
     let ansi = path.is_none() && std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let directives = filter.to_string();
+    let (filter, handle) = reload::Layer::new(filter);
+    let output = tracing_subscriber::fmt::layer()
         .with_writer(writer)
         .with_target(false)
         .with_ansi(ansi);
-    let _ = match format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().try_init(),
+    let output = match format {
+        LogFormat::Text => output.boxed(),
+        LogFormat::Json => output.json().boxed(),
     };
-    Ok(())
+    let _ = tracing_subscriber::registry()
+        .with(filter)
+        .with(output)
+        .try_init();
+    Ok(LogControl {
+        handle,
+        directives: Mutex::new(directives),
+    })
+}
+
+/// Changes the log levels of the running process. With static directives
+/// only, the filter decides once per call site, so the reload layer costs
+/// nothing per event.
+pub struct LogControl {
+    handle: reload::Handle<EnvFilter, Registry>,
+    /// The directives in force, as `EnvFilter` syntax.
+    directives: Mutex<String>,
+}
+
+impl std::fmt::Debug for LogControl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LogControl")
+            .field("directives", &self.current())
+            .finish_non_exhaustive()
+    }
+}
+
+impl LogControl {
+    /// The directives in force, e.g. `info,h2=warn,mesh_proxy::router=trace`.
+    pub fn current(&self) -> String {
+        self.directives
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Applies `(name, level)` changes in order: `level` sets every
+    /// component (and drops per-component levels, as Envoy's `?level=`
+    /// does); a name from [`COMPONENTS`] sets that component. All changes
+    /// are checked before any applies. Returns the new directives.
+    pub fn apply(&self, changes: &[(String, String)]) -> Result<String, String> {
+        let mut directives = self
+            .directives
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let mut next = directives.clone();
+        for (name, level) in changes {
+            let level = level.trim().to_ascii_lowercase();
+            if level
+                .parse::<tracing_subscriber::filter::LevelFilter>()
+                .is_err()
+            {
+                return Err(format!(
+                    "invalid level \"{level}\" for {name}: use trace, debug, info, warn, error or off"
+                ));
+            }
+            if name == "level" {
+                next = base_directives(&level);
+                continue;
+            }
+            let target = component_target(name)?;
+            let prefix = format!("{target}=");
+            let mut kept: Vec<&str> = next
+                .split(',')
+                .filter(|d| !d.is_empty() && !d.starts_with(&prefix))
+                .collect();
+            let added = format!("{target}={level}");
+            kept.push(&added);
+            next = kept.join(",");
+        }
+        let filter = EnvFilter::try_new(&next).map_err(|e| format!("invalid log level: {e}"))?;
+        self.handle
+            .reload(filter)
+            .map_err(|e| format!("cannot change the log level: {e}"))?;
+        tracing::info!(directives = %next, "log levels changed");
+        *directives = next.clone();
+        Ok(next)
+    }
+}
+
+fn component_target(name: &str) -> Result<&'static str, String> {
+    COMPONENTS
+        .iter()
+        .find(|(n, _)| *n == name.trim())
+        .map(|(_, t)| *t)
+        .ok_or_else(|| {
+            let names: Vec<&str> = COMPONENTS.iter().map(|(n, _)| *n).collect();
+            format!(
+                "unknown component \"{name}\" (known: level, {})",
+                names.join(", ")
+            )
+        })
 }

@@ -1,0 +1,540 @@
+//! One walk over the running proxy's atomics gives [`Stats`]: every sample
+//! with its dotted `/stats` name and, where Prometheus has it, its family
+//! and labels. `/stats`, `/stats?format=json` and `/stats/prometheus` all
+//! render this one list, so the three can never disagree on a name or a
+//! number.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde_json::{Value, json};
+
+use crate::app::Runtime;
+use crate::cluster::Cluster;
+use crate::identity::server::FailReason;
+use crate::router::HttpStats;
+use crate::telemetry::metrics::{HistogramSnapshot, RejectReason};
+
+const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Kind {
+    Counter,
+    Gauge,
+}
+
+/// A Prometheus family: its name without the `mesh_` prefix (counters get
+/// `_total` appended by the encoder), its type and its help text.
+pub(super) struct Family {
+    pub name: &'static str,
+    pub kind: Kind,
+    pub help: &'static str,
+}
+
+const fn counter(name: &'static str, help: &'static str) -> Family {
+    Family {
+        name,
+        kind: Kind::Counter,
+        help,
+    }
+}
+
+const fn gauge(name: &'static str, help: &'static str) -> Family {
+    Family {
+        name,
+        kind: Kind::Gauge,
+        help,
+    }
+}
+
+/// Every family, in exposition order.
+pub(super) const FAMILIES: &[Family] = &[
+    counter(
+        "http_downstream_rq",
+        "Downstream requests answered, by status class.",
+    ),
+    counter(
+        "http_downstream_rq_local",
+        "Downstream requests the proxy answered itself (local replies).",
+    ),
+    counter(
+        "http_downstream_rq_rejected",
+        "Downstream requests refused by a listener limit, by reason.",
+    ),
+    counter("http_downstream_cx", "Downstream connections accepted."),
+    gauge("http_downstream_cx_active", "Downstream connections open."),
+    counter(
+        "http_downstream_cx_overflow",
+        "Downstream connections closed at accept by max_connections.",
+    ),
+    counter("tls_handshakes", "Downstream TLS handshakes completed."),
+    counter(
+        "tls_handshake_failures",
+        "Downstream TLS handshakes failed, by reason.",
+    ),
+    counter(
+        "cluster_upstream_rq",
+        "Upstream attempts by status class; an attempt without a response counts as 5xx.",
+    ),
+    gauge("cluster_upstream_rq_active", "Upstream requests in flight."),
+    gauge(
+        "cluster_upstream_rq_pending_active",
+        "Upstream requests waiting for a connection.",
+    ),
+    counter(
+        "cluster_upstream_rq_pending_overflow",
+        "Requests refused by the max_pending_requests circuit breaker.",
+    ),
+    counter(
+        "cluster_upstream_rq_overflow",
+        "Requests refused by the max_requests circuit breaker.",
+    ),
+    counter("cluster_upstream_rq_retry", "Retries sent."),
+    counter(
+        "cluster_upstream_rq_retry_overflow",
+        "Retries skipped by the max_retries circuit breaker.",
+    ),
+    counter(
+        "cluster_upstream_rq_retry_budget_exhausted",
+        "Retries skipped by the retry budget.",
+    ),
+    counter(
+        "cluster_upstream_rq_timeout",
+        "Requests that hit the route timeout.",
+    ),
+    counter(
+        "cluster_upstream_rq_per_try_timeout",
+        "Attempts that hit the per-try timeout.",
+    ),
+    counter("cluster_upstream_cx", "Upstream connections opened."),
+    gauge("cluster_upstream_cx_active", "Upstream connections open."),
+    counter(
+        "cluster_upstream_cx_connect_fail",
+        "Upstream connection attempts that failed.",
+    ),
+    counter(
+        "cluster_upstream_cx_overflow",
+        "Connections refused by the max_connections circuit breaker.",
+    ),
+    gauge(
+        "cluster_membership_healthy",
+        "Endpoints healthy and not ejected.",
+    ),
+    gauge(
+        "cluster_membership_endpoints",
+        "Endpoints in the cluster (dotted: membership_total).",
+    ),
+    gauge(
+        "cluster_outlier_detection_ejections_active",
+        "Endpoints ejected by outlier detection now.",
+    ),
+    counter(
+        "cluster_outlier_detection_ejections",
+        "Ejections by outlier detection.",
+    ),
+    gauge(
+        "cluster_circuit_breakers_remaining",
+        "Capacity left before a circuit breaker opens, by resource.",
+    ),
+    gauge(
+        "server_live",
+        "1 while the proxy serves (not draining, health check not failed).",
+    ),
+    gauge("server_uptime_seconds", "Seconds since the proxy started."),
+    counter("server_config_reload", "Config reloads attempted."),
+    counter(
+        "server_config_reload_failed",
+        "Config reloads rejected (the old config kept serving).",
+    ),
+    gauge(
+        "server_cert_expiry_seconds",
+        "Seconds until this workload's certificate expires.",
+    ),
+    counter(
+        "server_cert_rotations",
+        "Certificates loaded (the first one and every rotation).",
+    ),
+    counter(
+        "server_cert_rotation_failed",
+        "Certificate rotations that failed (the old one kept serving).",
+    ),
+];
+
+/// The Prometheus family of the latency histograms (seconds): name, help.
+pub(super) const HISTOGRAM_FAMILY: (&str, &str) = (
+    "cluster_upstream_rq_time_seconds",
+    "Time from sending a request upstream to its response headers, retries included.",
+);
+
+pub(super) struct Sample {
+    /// The dotted `/stats` name.
+    pub name: String,
+    /// Prometheus family; `None` for dotted-only totals (Prometheus sums
+    /// the labelled series instead).
+    pub family: Option<&'static str>,
+    pub labels: Vec<(&'static str, String)>,
+    pub value: i64,
+}
+
+pub(super) struct Histogram {
+    /// `cluster.<name>.upstream_rq_time`
+    pub name: String,
+    pub cluster: String,
+    pub snapshot: HistogramSnapshot,
+}
+
+pub(super) struct Stats {
+    pub samples: Vec<Sample>,
+    pub histograms: Vec<Histogram>,
+}
+
+fn load(counter: &AtomicU64) -> i64 {
+    i64::try_from(counter.load(Ordering::Relaxed)).unwrap_or(i64::MAX)
+}
+
+fn int<T: TryInto<i64>>(v: T) -> i64 {
+    v.try_into().unwrap_or(i64::MAX)
+}
+
+impl Stats {
+    fn add(
+        &mut self,
+        name: String,
+        family: Option<&'static str>,
+        labels: Vec<(&'static str, String)>,
+        value: i64,
+    ) {
+        self.samples.push(Sample {
+            name,
+            family,
+            labels,
+            value,
+        });
+    }
+
+    /// Walks the runtime. `is_live` is the admin's view of readiness.
+    pub(super) fn collect(rt: &Runtime, is_live: bool) -> Self {
+        let mut out = Stats {
+            samples: Vec::new(),
+            histograms: Vec::new(),
+        };
+        for l in &rt.listeners {
+            if let Some(http) = &l.http {
+                out.listener(&l.name, &http.stats);
+            }
+            if let Some(tls) = &l.tls {
+                let lab = || vec![("listener", l.name.clone())];
+                let p = format!("tls.{}.", l.name);
+                let handshakes = load(&tls.stats.handshakes);
+                out.add(
+                    format!("{p}handshakes"),
+                    Some("tls_handshakes"),
+                    lab(),
+                    handshakes,
+                );
+                for r in FailReason::ALL {
+                    let mut labels = lab();
+                    labels.push(("reason", r.as_str().to_owned()));
+                    let v = load(&tls.stats.handshake_fail[r as usize]);
+                    let name = format!("{p}handshake_fail.{}", r.as_str());
+                    out.add(name, Some("tls_handshake_failures"), labels, v);
+                }
+            }
+        }
+        for c in &rt.clusters {
+            out.cluster(c);
+        }
+        out.server(rt, is_live);
+        out.samples.sort_by(|a, b| a.name.cmp(&b.name));
+        out
+    }
+
+    fn listener(&mut self, name: &str, s: &HttpStats) {
+        let p = format!("http.{name}.");
+        let lab = || vec![("listener", name.to_owned())];
+        self.add(
+            format!("{p}downstream_rq_total"),
+            None,
+            lab(),
+            load(&s.downstream_rq_total),
+        );
+        for (i, class) in CLASSES.iter().enumerate() {
+            let mut labels = lab();
+            labels.push(("code_class", (*class).to_owned()));
+            let v = load(&s.downstream_rq_class[i]);
+            self.add(
+                format!("{p}downstream_rq_{class}"),
+                Some("http_downstream_rq"),
+                labels,
+                v,
+            );
+        }
+        let local = load(&s.downstream_rq_local);
+        self.add(
+            format!("{p}downstream_rq_local"),
+            Some("http_downstream_rq_local"),
+            lab(),
+            local,
+        );
+        for r in RejectReason::ALL {
+            let mut labels = lab();
+            labels.push(("reason", r.as_str().to_owned()));
+            let v = int(s.downstream_rq_rejected.get(r));
+            let n = format!("{p}downstream_rq_rejected.{}", r.as_str());
+            self.add(n, Some("http_downstream_rq_rejected"), labels, v);
+        }
+        let cx = [
+            (
+                "downstream_cx_total",
+                "http_downstream_cx",
+                &s.downstream_cx_total,
+            ),
+            (
+                "downstream_cx_active",
+                "http_downstream_cx_active",
+                &s.downstream_cx_active,
+            ),
+            (
+                "downstream_cx_overflow",
+                "http_downstream_cx_overflow",
+                &s.downstream_cx_overflow,
+            ),
+        ];
+        for (stat, family, v) in cx {
+            self.add(format!("{p}{stat}"), Some(family), lab(), load(v));
+        }
+    }
+
+    fn cluster(&mut self, c: &Cluster) {
+        let name = c.name();
+        let s = c.stats();
+        let p = format!("cluster.{name}.");
+        let lab = || vec![("cluster", name.to_owned())];
+        self.add(
+            format!("{p}upstream_rq_total"),
+            None,
+            lab(),
+            load(&s.upstream_rq_total),
+        );
+        for (i, class) in CLASSES.iter().enumerate() {
+            let mut labels = lab();
+            labels.push(("code_class", (*class).to_owned()));
+            let v = load(&s.upstream_rq_class[i]);
+            self.add(
+                format!("{p}upstream_rq_{class}"),
+                Some("cluster_upstream_rq"),
+                labels,
+                v,
+            );
+        }
+        let plain = [
+            ("upstream_rq_active", &s.upstream_rq_active),
+            ("upstream_rq_pending_active", &s.upstream_rq_pending_active),
+            (
+                "upstream_rq_pending_overflow",
+                &s.upstream_rq_pending_overflow,
+            ),
+            ("upstream_rq_overflow", &s.upstream_rq_overflow),
+            ("upstream_rq_retry", &s.upstream_rq_retry),
+            ("upstream_rq_retry_overflow", &s.upstream_rq_retry_overflow),
+            (
+                "upstream_rq_retry_budget_exhausted",
+                &s.upstream_rq_retry_budget_exhausted,
+            ),
+            ("upstream_rq_timeout", &s.upstream_rq_timeout),
+            (
+                "upstream_rq_per_try_timeout",
+                &s.upstream_rq_per_try_timeout,
+            ),
+            ("upstream_cx_active", &s.upstream_cx_active),
+            ("upstream_cx_connect_fail", &s.upstream_cx_connect_fail),
+            ("upstream_cx_overflow", &s.upstream_cx_overflow),
+        ];
+        for (stat, v) in plain {
+            let family = FAMILIES
+                .iter()
+                .find(|f| f.name.strip_prefix("cluster_") == Some(stat))
+                .map(|f| f.name);
+            self.add(format!("{p}{stat}"), family, lab(), load(v));
+        }
+        let cx_total = load(&s.upstream_cx_total);
+        self.add(
+            format!("{p}upstream_cx_total"),
+            Some("cluster_upstream_cx"),
+            lab(),
+            cx_total,
+        );
+
+        let set = c.endpoints();
+        let endpoints = &set.endpoints;
+        let healthy = endpoints.iter().filter(|e| e.is_available()).count();
+        let ejected = endpoints
+            .iter()
+            .filter(|e| e.ejected.load(Ordering::Relaxed))
+            .count();
+        let membership = [
+            (
+                "membership_healthy",
+                "cluster_membership_healthy",
+                int(healthy),
+            ),
+            (
+                "membership_total",
+                "cluster_membership_endpoints",
+                int(endpoints.len()),
+            ),
+            (
+                "outlier_detection.ejections_active",
+                "cluster_outlier_detection_ejections_active",
+                int(ejected),
+            ),
+            (
+                "outlier_detection.ejections_total",
+                "cluster_outlier_detection_ejections",
+                load(&s.outlier_ejections_total),
+            ),
+        ];
+        for (stat, family, v) in membership {
+            self.add(format!("{p}{stat}"), Some(family), lab(), v);
+        }
+
+        let cb = c.spec().circuit_breaker;
+        let remaining = |max: u32, active: &AtomicU64| int(max).saturating_sub(load(active)).max(0);
+        let breakers = [
+            ("cx", remaining(cb.max_connections, &s.upstream_cx_active)),
+            (
+                "pending",
+                remaining(cb.max_pending_requests, &s.upstream_rq_pending_active),
+            ),
+            ("rq", remaining(cb.max_requests, &s.upstream_rq_active)),
+            (
+                "retries",
+                remaining(cb.max_retries, &s.upstream_retries_active),
+            ),
+        ];
+        for (resource, v) in breakers {
+            let mut labels = lab();
+            labels.push(("resource", resource.to_owned()));
+            let n = format!("{p}circuit_breakers.remaining_{resource}");
+            self.add(n, Some("cluster_circuit_breakers_remaining"), labels, v);
+        }
+        self.histograms.push(Histogram {
+            name: format!("{p}upstream_rq_time"),
+            cluster: name.to_owned(),
+            snapshot: s.upstream_rq_time.snapshot(),
+        });
+    }
+
+    fn server(&mut self, rt: &Runtime, is_live: bool) {
+        let uptime = rt.started_at.elapsed().map_or(0, |d| int(d.as_secs()));
+        let rows = [
+            ("server.live", "server_live", i64::from(is_live)),
+            ("server.uptime", "server_uptime_seconds", uptime),
+            (
+                "server.config_reload_total",
+                "server_config_reload",
+                load(&rt.reloads.total),
+            ),
+            (
+                "server.config_reload_failed",
+                "server_config_reload_failed",
+                load(&rt.reloads.failed),
+            ),
+        ];
+        for (name, family, v) in rows {
+            self.add(name.to_owned(), Some(family), Vec::new(), v);
+        }
+        if let Some(store) = &rt.identity {
+            if let Some(id) = store.current() {
+                let v = id.expires_in_secs();
+                self.add(
+                    "server.cert_expiry_seconds".into(),
+                    Some("server_cert_expiry_seconds"),
+                    Vec::new(),
+                    v,
+                );
+            }
+            let rotations = load(&store.rotations);
+            self.add(
+                "server.cert_rotations".into(),
+                Some("server_cert_rotations"),
+                Vec::new(),
+                rotations,
+            );
+            let failed = load(&store.rotation_failures);
+            self.add(
+                "server.cert_rotation_failed".into(),
+                Some("server_cert_rotation_failed"),
+                Vec::new(),
+                failed,
+            );
+        }
+    }
+
+    /// Keeps the samples and histograms whose dotted name matches.
+    pub(super) fn retain(&mut self, filter: &regex::Regex) {
+        self.samples.retain(|s| filter.is_match(&s.name));
+        self.histograms.retain(|h| filter.is_match(&h.name));
+    }
+
+    /// `name: value` lines, sorted; histograms as Envoy prints them, by quantile.
+    pub(super) fn to_text(&self) -> String {
+        let mut out = String::with_capacity(self.samples.len() * 48);
+        for s in &self.samples {
+            out.push_str(&s.name);
+            out.push_str(": ");
+            out.push_str(&s.value.to_string());
+            out.push('\n');
+        }
+        for h in &self.histograms {
+            let q = |q| fmt_ms(h.snapshot.quantile_ms(q));
+            out.push_str(&format!(
+                "{}: P50({}) P95({}) P99({}) count({}) sum_ms({:.3})\n",
+                h.name,
+                q(0.5),
+                q(0.95),
+                q(0.99),
+                h.snapshot.count(),
+                h.snapshot.sum_ms()
+            ));
+        }
+        out
+    }
+
+    /// `{"stats":[{"name","value"}], "histograms":[...]}`; each histogram
+    /// carries its cumulative buckets so a client can compute quantiles over
+    /// any window from two scrapes.
+    pub(super) fn to_json(&self) -> Value {
+        let stats: Vec<Value> = self
+            .samples
+            .iter()
+            .map(|s| json!({ "name": s.name, "value": s.value }))
+            .collect();
+        let histograms: Vec<Value> = self
+            .histograms
+            .iter()
+            .map(|h| {
+                let s = &h.snapshot;
+                let buckets: Vec<Value> = s
+                    .cumulative_ms()
+                    .into_iter()
+                    .map(|(le, n)| json!({ "le_ms": if le.is_finite() { json!(le) } else { json!("+Inf") }, "count": n }))
+                    .collect();
+                json!({
+                    "name": h.name,
+                    "cluster": h.cluster,
+                    "count": s.count(),
+                    "sum_ms": s.sum_ms(),
+                    "p50_ms": s.quantile_ms(0.5),
+                    "p95_ms": s.quantile_ms(0.95),
+                    "p99_ms": s.quantile_ms(0.99),
+                    "buckets": buckets,
+                })
+            })
+            .collect();
+        json!({ "stats": stats, "histograms": histograms })
+    }
+}
+
+fn fmt_ms(v: Option<f64>) -> String {
+    v.map_or_else(|| "nan".to_owned(), |v| format!("{v:.3}"))
+}
