@@ -98,7 +98,6 @@ fn run(
     runtime.block_on(async move {
         // Bind inside the runtime (tokio sockets need its reactor), but
         // before any listener serves: one failure binds nothing else.
-        app::check_supported(&cfg)?;
         let bound = app::bind_all(&cfg)?;
         let admin = admin::AdminListener::bind(cfg.admin.address, Some(logs)).map_err(|e| {
             anyhow::anyhow!("admin.address: cannot bind {}: {e}", cfg.admin.address)

@@ -16,7 +16,11 @@ use crate::config::{Config, IdentitySpec, ListenerKind};
 use crate::identity::IdentityStore;
 use crate::identity::server::TlsServer;
 use crate::listener::{self, BoundListener, Drain, Protocol};
+use crate::router::Observe;
 use crate::router::{HttpContext, HttpStats, RouteTable};
+use crate::telemetry::access_log::AccessLog;
+use crate::telemetry::trace::Tracing;
+use opentelemetry::trace::SpanKind;
 
 pub struct ServeOptions {
     pub drain_time: Duration,
@@ -45,28 +49,6 @@ pub fn bind_all(config: &Config) -> anyhow::Result<Vec<BoundListener>> {
 /// Config features this build parses and validates but does not enforce
 /// yet. Security features refuse to start (serving plaintext where TLS was
 /// asked for would be worse than not serving); the others are warned about.
-pub fn check_supported(config: &Config) -> anyhow::Result<()> {
-    let mut later = Vec::new();
-    if config
-        .tracing
-        .as_ref()
-        .is_some_and(|t| t.otlp_endpoint.is_some())
-    {
-        later.push("tracing");
-    }
-    if !config.access_log.is_empty() {
-        later.push("access_log");
-    }
-    later.sort_unstable();
-    later.dedup();
-    if !later.is_empty() {
-        tracing::warn!(features = %later.join(", "), "configured but not enforced by this build yet");
-    }
-    Ok(())
-}
-
-/// Starts serving `config` on already-bound sockets. Returns the trigger
-/// that starts the drain and the tracker of every task to wait for.
 /// Loads this workload's identity, checking the files (readable, key
 /// matching the certificate, a valid SVID trusted by the bundle) before any
 /// socket is bound. `None` without an `identity` section.
@@ -111,8 +93,13 @@ pub struct Runtime {
     pub started_at: std::time::SystemTime,
     /// `server.config_reload_total` / `_failed`, bumped by reloads.
     pub reloads: crate::telemetry::metrics::ReloadCounters,
+    /// Span export, when tracing is configured (flushed at exit).
+    pub tracing: Option<Arc<Tracing>>,
+    /// The access logs, when configured (reopened on SIGUSR1).
+    pub access_log: Option<Arc<AccessLog>>,
 }
 
+/// Starts serving `config` on already-bound sockets.
 pub fn start(
     config: &Config,
     bound: Vec<BoundListener>,
@@ -162,6 +149,13 @@ pub fn start(
         crate::health::spawn_health_checks(&cluster);
         clusters.insert(c.name.as_str(), cluster);
     }
+    let tracing = match &config.tracing {
+        Some(spec) => Tracing::init(spec, &config.node.service)
+            .context("tracing")?
+            .map(Arc::new),
+        None => None,
+    };
+    let access_log = AccessLog::start(&config.access_log).map_err(anyhow::Error::msg)?;
     let (trigger, drain) = Drain::new();
     let tracker = TaskTracker::new();
     let mut listeners = Vec::with_capacity(config.listeners.len());
@@ -196,6 +190,7 @@ pub fn start(
                     limits: spec.limits,
                     trust_forwarded: spec.trust_forwarded,
                     stats: HttpStats::default(),
+                    observe: observe(&tracing, &access_log, spec),
                 });
                 info.http = Some(Arc::clone(&ctx));
                 Protocol::Http(listener::http_server(ctx, tls))
@@ -229,7 +224,35 @@ pub fn start(
         tracker,
         started_at: std::time::SystemTime::now(),
         reloads: Default::default(),
+        tracing,
+        access_log,
     })
+}
+
+/// What one HTTP listener observes; `None` when neither tracing nor an
+/// access log is on. An mTLS ingress records SERVER spans; egress and edge
+/// listeners record CLIENT spans.
+fn observe(
+    tracing: &Option<Arc<Tracing>>,
+    access_log: &Option<Arc<AccessLog>>,
+    spec: &crate::config::ListenerSpec,
+) -> Option<Arc<Observe>> {
+    if tracing.is_none() && access_log.is_none() {
+        return None;
+    }
+    let is_ingress = spec
+        .tls
+        .as_ref()
+        .is_some_and(|t| t.mode == crate::config::TlsMode::Mutual);
+    Some(Arc::new(Observe {
+        access_log: access_log.clone(),
+        tracing: tracing.clone(),
+        span_kind: if is_ingress {
+            SpanKind::Server
+        } else {
+            SpanKind::Client
+        },
+    }))
 }
 
 /// Serves until SIGTERM or SIGINT, then drains: listeners stop accepting,
@@ -249,12 +272,19 @@ pub async fn serve(
     let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     let mut hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
+    let mut usr1 = signal(SignalKind::user_defined1()).context("installing the SIGUSR1 handler")?;
     loop {
         tokio::select! {
             _ = term.recv() => break,
             _ = int.recv() => break,
             _ = runtime.drain.started() => break,
             _ = hup.recv() => tracing::warn!("SIGHUP received: live reload is not available in this build; restart to apply a new config"),
+            _ = usr1.recv() => {
+                if let Some(log) = &runtime.access_log {
+                    log.reopen();
+                    tracing::info!("SIGUSR1: access log files will be reopened");
+                }
+            }
         }
     }
     tracing::info!(drain_time = ?opts.drain_time, "draining");
@@ -267,6 +297,9 @@ pub async fn serve(
         tracing::warn!("drain time elapsed with connections still open; exiting");
     } else {
         tracing::info!("drained");
+    }
+    if let Some(t) = &runtime.tracing {
+        t.shutdown();
     }
     Ok(())
 }

@@ -288,6 +288,11 @@ impl Cluster {
         &self.shared.name
     }
 
+    /// The name as a shared string (cheap to keep per request).
+    pub fn name_arc(&self) -> &Arc<str> {
+        &self.shared.name
+    }
+
     pub fn spec(&self) -> &ClusterSpec {
         &self.spec
     }

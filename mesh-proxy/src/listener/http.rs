@@ -72,6 +72,7 @@ impl HttpServer {
         down.is_tls = true;
         down.is_allowed = identity.is_allowed;
         down.xfcc = xfcc(tls.own_id().as_ref(), &identity);
+        down.peer_identity = identity.spiffe_id.as_ref().map(|id| id.to_string());
         self.serve_io(stream, down, drain).await;
     }
 

@@ -20,6 +20,10 @@ use crate::resilience::Outcome;
 pub struct Forwarded {
     pub result: Result<Response<UpstreamBody>, ProxyError>,
     pub attempts: u32,
+    /// The endpoint of the last attempt.
+    pub endpoint: Option<std::net::SocketAddr>,
+    /// Why each retry happened (empty without retries; no allocation then).
+    pub retries: Vec<Outcome>,
 }
 
 /// Holds one of the cluster's `max_retries` slots while a retry runs.
@@ -109,6 +113,8 @@ pub async fn forward(
                     return Forwarded {
                         result: Err(ProxyError::from_body_error(e.kind())),
                         attempts: 0,
+                        endpoint: None,
+                        retries: Vec::new(),
                     };
                 }
             }
@@ -120,6 +126,7 @@ pub async fn forward(
     let mut pending: Option<Request<RequestBody>> = Some(Request::from_parts(parts, body));
     // Endpoints already tried; retries go elsewhere when they can.
     let mut tried: Vec<std::net::SocketAddr> = Vec::new();
+    let mut retries: Vec<Outcome> = Vec::new();
     let mut attempts = 0u32;
     // The retry slot held by the attempt in flight, if it is a retry.
     let mut _slot: Option<RetrySlot<'_>> = None;
@@ -136,6 +143,8 @@ pub async fn forward(
             return Forwarded {
                 result: Err(ProxyError::BadRequest("request cannot be retried")),
                 attempts,
+                endpoint: tried.last().copied(),
+                retries,
             };
         };
         let Some(endpoint) = cluster.pick(&tried) else {
@@ -144,6 +153,8 @@ pub async fn forward(
                     cluster: cluster.name().to_owned(),
                 }),
                 attempts,
+                endpoint: tried.last().copied(),
+                retries,
             };
         };
         stats.upstream_rq_total.fetch_add(1, Ordering::Relaxed);
@@ -208,10 +219,13 @@ pub async fn forward(
                     _ => ProxyError::Upstream(e),
                 }),
                 attempts,
+                endpoint: Some(endpoint.addr),
+                retries,
             };
         };
         drop(result);
         tried.push(endpoint.addr);
+        retries.push(outcome);
         _slot = Some(slot);
         stats.upstream_rq_retry.fetch_add(1, Ordering::Relaxed);
         tokio::time::sleep(p.backoff(attempts)).await;

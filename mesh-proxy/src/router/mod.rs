@@ -10,6 +10,7 @@ mod forward;
 mod headers;
 mod local;
 pub mod normalize;
+pub mod observe;
 mod reply;
 mod table;
 
@@ -29,6 +30,7 @@ use tokio::time::Instant;
 use crate::body::{DownstreamBody, RequestBody};
 use crate::config::{LimitsSpec, UpstreamProtocol};
 pub use headers::{X_MESH_ERROR, X_REQUEST_ID};
+pub use observe::{Exchange, Observe, ObservedBody};
 pub use reply::{ProxyError, ResponseBody, local_reply};
 pub use table::{Action, Route, RouteTable};
 
@@ -57,6 +59,8 @@ pub struct HttpContext {
     pub limits: LimitsSpec,
     pub trust_forwarded: bool,
     pub stats: HttpStats,
+    /// Access logs and tracing; `None` when neither is configured.
+    pub observe: Option<Arc<Observe>>,
 }
 
 /// Facts about the downstream connection a request arrived on.
@@ -71,6 +75,8 @@ pub struct Downstream {
     /// `x-forwarded-client-cert` for the app, on mutual TLS listeners,
     /// built once per connection.
     pub xfcc: Option<HeaderValue>,
+    /// The peer's SPIFFE ID on mutual TLS listeners (for spans and logs).
+    pub peer_identity: Option<String>,
 }
 
 impl Downstream {
@@ -83,6 +89,7 @@ impl Downstream {
             is_tls: false,
             is_allowed: true,
             xfcc: None,
+            peer_identity: None,
         }
     }
 }
@@ -92,7 +99,7 @@ pub async fn handle(
     ctx: Arc<HttpContext>,
     down: Arc<Downstream>,
     mut req: Request<Incoming>,
-) -> Response<ResponseBody> {
+) -> Response<ObservedBody> {
     let request_id = match req.headers().get(&X_REQUEST_ID) {
         Some(id) if !id.is_empty() => id.clone(),
         _ => {
@@ -103,7 +110,11 @@ pub async fn handle(
     };
     // Reference-counted copies, for the record of a local reply.
     let (method, uri) = (req.method().clone(), req.uri().clone());
-    let mut resp = match proxy(&ctx, &down, req).await {
+    let mut exchange = ctx
+        .observe
+        .as_ref()
+        .map(|o| o.begin(&req, down.peer, &ctx.listener, down.peer_identity.clone()));
+    let mut resp = match proxy(&ctx, &down, req, exchange.as_deref_mut()).await {
         Ok(mut resp) => {
             if let Some(noted) = resp.extensions_mut().remove::<local::Noted>() {
                 local::record(&ctx, noted, resp.status(), &method, &uri);
@@ -124,7 +135,27 @@ pub async fn handle(
         .fetch_add(1, Ordering::Relaxed);
     let class = (resp.status().as_u16() / 100).clamp(1, 5) as usize - 1;
     ctx.stats.downstream_rq_class[class].fetch_add(1, Ordering::Relaxed);
-    resp
+    if let Some(x) = exchange.as_mut() {
+        let flag = resp
+            .headers()
+            .get(&X_MESH_ERROR)
+            .map(|f| static_flag(f.as_bytes()));
+        x.respond(resp.status().as_u16(), flag);
+    }
+    resp.map(|b| ObservedBody::new(b, exchange))
+}
+
+/// The SPEC response flag a local reply carried, as the static string the
+/// access log keeps.
+fn static_flag(value: &[u8]) -> &'static str {
+    const FLAGS: [&str; 11] = [
+        "NR", "UAEX", "RL", "UH", "UF", "UO", "UR", "UPE", "UT", "DPE", "DR",
+    ];
+    FLAGS
+        .iter()
+        .find(|f| f.as_bytes() == value)
+        .copied()
+        .unwrap_or("-")
 }
 
 /// Checks the header section against the listener limits (HTTP/2 has no
@@ -187,6 +218,7 @@ async fn proxy(
     ctx: &HttpContext,
     down: &Downstream,
     mut req: Request<Incoming>,
+    mut obs: Option<&mut Exchange>,
 ) -> Result<Response<ResponseBody>, ProxyError> {
     if !down.is_allowed {
         return Err(ProxyError::Unauthorized);
@@ -214,6 +246,9 @@ async fn proxy(
             req.headers(),
         )
         .ok_or(ProxyError::NoRoute)?;
+    if let Some(x) = obs.as_deref_mut() {
+        x.route = Some(Arc::clone(&route.name));
+    }
     if route
         .rate_limit
         .as_ref()
@@ -263,6 +298,10 @@ async fn proxy(
         ctx.trust_forwarded,
     );
     headers::apply_mutations(h, &route.request_headers);
+    if let Some(x) = obs.as_deref_mut() {
+        x.cluster = Some(Arc::clone(cluster.name_arc()));
+        x.inject(h);
+    }
     match cluster.protocol() {
         UpstreamProtocol::Http1 => {
             parts.version = Version::HTTP_11;
@@ -296,7 +335,14 @@ async fn proxy(
         match tokio::time::timeout(head_timeout, forward::forward(route, cluster, parts, body))
             .await
         {
-            Ok(f) => (f.result, f.attempts),
+            Ok(f) => {
+                if let Some(x) = obs.as_deref_mut() {
+                    x.attempts = f.attempts;
+                    x.upstream = f.endpoint;
+                    x.retries = f.retries;
+                }
+                (f.result, f.attempts)
+            }
             Err(_) => {
                 let stats = cluster.stats();
                 stats.upstream_rq_timeout.fetch_add(1, Ordering::Relaxed);
@@ -324,6 +370,9 @@ async fn proxy(
     let upstream_time = started.elapsed();
     cluster.stats().upstream_rq_time.record(upstream_time);
     let upstream_ms = upstream_time.as_millis() as u64;
+    if let Some(x) = obs.as_deref_mut() {
+        x.upstream_ms = Some(upstream_ms);
+    }
 
     if let Some(on_downstream) =
         upgrade.filter(|_| resp.status() == StatusCode::SWITCHING_PROTOCOLS)

@@ -4,8 +4,11 @@
 //! recent local replies (`local_replies`). Access logs and trace export join
 //! here.
 
+pub mod access_log;
 pub mod local_replies;
 pub mod metrics;
+
+pub mod trace;
 
 use std::path::Path;
 use std::sync::{Mutex, PoisonError};

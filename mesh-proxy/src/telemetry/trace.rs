@@ -16,7 +16,9 @@ use opentelemetry::trace::{SpanKind, TraceContextExt, Tracer, TracerProvider as 
 use opentelemetry::{Context, KeyValue};
 use opentelemetry_http::{HeaderExtractor, HeaderInjector};
 use opentelemetry_otlp::{WithExportConfig, WithHttpConfig as _};
-use opentelemetry_sdk::trace::{BatchConfigBuilder, BatchSpanProcessor, Sampler, SdkTracer, SdkTracerProvider};
+use opentelemetry_sdk::trace::{
+    BatchConfigBuilder, BatchSpanProcessor, Sampler, SdkTracer, SdkTracerProvider,
+};
 
 use crate::config::{OtlpProtocol, Propagation, TracingSpec};
 
@@ -74,24 +76,32 @@ impl Tracing {
             .with_max_queue_size(2048)
             .with_scheduled_delay(Duration::from_millis(500))
             .build();
-        let processor = BatchSpanProcessor::builder(exporter).with_batch_config(batch).build();
+        let processor = BatchSpanProcessor::builder(exporter)
+            .with_batch_config(batch)
+            .build();
         let mut resource = opentelemetry_sdk::Resource::builder();
         if std::env::var_os("OTEL_SERVICE_NAME").is_none() {
             resource = resource.with_service_name(service.to_owned());
         }
         let provider = SdkTracerProvider::builder()
             .with_span_processor(processor)
-            .with_sampler(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(spec.sampling))))
+            .with_sampler(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(
+                spec.sampling,
+            ))))
             .with_resource(resource.build())
             .build();
         let tracer = provider.tracer("mesh-proxy");
         let mut propagators: Vec<Box<dyn TextMapPropagator + Send + Sync>> = Vec::new();
         for p in &spec.propagation {
             match p {
-                Propagation::W3c => propagators.push(Box::new(opentelemetry_sdk::propagation::TraceContextPropagator::new())),
-                Propagation::B3 => propagators.push(Box::new(opentelemetry_propagator_b3::Propagator::with_encoding(
-                    opentelemetry_propagator_b3::B3Encoding::SingleAndMultiHeader,
-                ))),
+                Propagation::W3c => propagators.push(Box::new(
+                    opentelemetry_sdk::propagation::TraceContextPropagator::new(),
+                )),
+                Propagation::B3 => propagators.push(Box::new(
+                    opentelemetry_propagator_b3::Propagator::with_encoding(
+                        opentelemetry_propagator_b3::B3Encoding::SingleAndMultiHeader,
+                    ),
+                )),
             }
         }
         Ok(Some(Self {
@@ -104,7 +114,13 @@ impl Tracing {
 
     /// Starts this hop's span as a child of the context the request carries
     /// (a new trace when it carries none; an incoming sampled flag is obeyed).
-    pub fn start(&self, headers: &HeaderMap, name: String, kind: SpanKind, attributes: Vec<KeyValue>) -> Context {
+    pub fn start(
+        &self,
+        headers: &HeaderMap,
+        name: String,
+        kind: SpanKind,
+        attributes: Vec<KeyValue>,
+    ) -> Context {
         let parent = self.propagator.extract(&HeaderExtractor(headers));
         let span = self
             .tracer
@@ -121,7 +137,8 @@ impl Tracing {
         for h in TRACE_HEADERS {
             headers.remove(h);
         }
-        self.propagator.inject_context(cx, &mut HeaderInjector(headers));
+        self.propagator
+            .inject_context(cx, &mut HeaderInjector(headers));
     }
 
     /// Flushes queued spans (bounded by the exporter timeout).
@@ -156,33 +173,70 @@ mod tests {
 
     #[tokio::test]
     async fn a_hop_continues_the_incoming_w3c_trace_and_writes_both_formats() {
-        let t = Tracing::init(&spec(vec![Propagation::W3c, Propagation::B3]), "svc").expect("init").expect("some");
+        let t = Tracing::init(&spec(vec![Propagation::W3c, Propagation::B3]), "svc")
+            .expect("init")
+            .expect("some");
         let mut incoming = HeaderMap::new();
-        incoming.insert("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".parse().expect("hv"));
+        incoming.insert(
+            "traceparent",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+                .parse()
+                .expect("hv"),
+        );
         let cx = t.start(&incoming, "GET".into(), SpanKind::Server, vec![]);
-        assert_eq!(trace_id(&cx).as_deref(), Some("4bf92f3577b34da6a3ce929d0e0e4736"));
+        assert_eq!(
+            trace_id(&cx).as_deref(),
+            Some("4bf92f3577b34da6a3ce929d0e0e4736")
+        );
         let mut out = incoming.clone();
         out.insert("x-b3-flags", "1".parse().expect("hv"));
         t.inject(&cx, &mut out);
         let tp = out["traceparent"].to_str().expect("ascii");
-        assert!(tp.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-") && tp.ends_with("-01"), "{tp}");
-        assert!(!tp.contains("00f067aa0ba902b7"), "the parent id is now this hop's span: {tp}");
+        assert!(
+            tp.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-") && tp.ends_with("-01"),
+            "{tp}"
+        );
+        assert!(
+            !tp.contains("00f067aa0ba902b7"),
+            "the parent id is now this hop's span: {tp}"
+        );
         assert_eq!(out["x-b3-traceid"], "4bf92f3577b34da6a3ce929d0e0e4736");
-        assert!(out["b3"].to_str().expect("ascii").starts_with("4bf92f3577b34da6a3ce929d0e0e4736-"));
-        assert!(!out.contains_key("x-b3-flags"), "stale trace headers are replaced");
+        assert!(
+            out["b3"]
+                .to_str()
+                .expect("ascii")
+                .starts_with("4bf92f3577b34da6a3ce929d0e0e4736-")
+        );
+        assert!(
+            !out.contains_key("x-b3-flags"),
+            "stale trace headers are replaced"
+        );
         t.shutdown();
     }
 
     #[tokio::test]
     async fn b3_single_header_is_read_and_unsampled_is_obeyed() {
-        let t = Tracing::init(&spec(vec![Propagation::B3]), "svc").expect("init").expect("some");
+        let t = Tracing::init(&spec(vec![Propagation::B3]), "svc")
+            .expect("init")
+            .expect("some");
         let mut h = HeaderMap::new();
-        h.insert("b3", "80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-0".parse().expect("hv"));
+        h.insert(
+            "b3",
+            "80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-0"
+                .parse()
+                .expect("hv"),
+        );
         let cx = t.start(&h, "GET".into(), SpanKind::Client, vec![]);
         assert!(!cx.span().span_context().is_sampled());
-        assert_eq!(cx.span().span_context().trace_id().to_string(), "80f198ee56343ba864fe8b2a57d3eff7");
+        assert_eq!(
+            cx.span().span_context().trace_id().to_string(),
+            "80f198ee56343ba864fe8b2a57d3eff7"
+        );
         let fresh = t.start(&HeaderMap::new(), "GET".into(), SpanKind::Client, vec![]);
-        assert!(fresh.span().span_context().is_sampled(), "sampling 1.0 starts sampled traces");
+        assert!(
+            fresh.span().span_context().is_sampled(),
+            "sampling 1.0 starts sampled traces"
+        );
         t.shutdown();
     }
 

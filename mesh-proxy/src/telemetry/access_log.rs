@@ -1,0 +1,456 @@
+//! Access logs: `json`, `text` (Envoy's default line) or an Envoy-style
+//! format string, to stdout, stderr or a file.
+//!
+//! Requests never wait for a log write: finished records go through a
+//! bounded channel to one writer thread, which formats and writes them; when
+//! the channel is full the record is dropped and counted. SIGUSR1 makes the
+//! writer reopen its files, so logrotate's rename-then-signal works.
+
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
+use std::time::{Duration, SystemTime};
+
+use http::{HeaderName, HeaderValue};
+
+use crate::config::{AccessLogSpec, LogFormat, LogTarget};
+
+/// Everything a log line can say about one request.
+#[derive(Debug, Clone)]
+pub struct Record {
+    pub start: SystemTime,
+    pub duration: Duration,
+    pub method: http::Method,
+    pub path: String,
+    pub protocol: &'static str,
+    pub status: u16,
+    /// SPEC response flag (`UF`, `NR`…), `-` when none.
+    pub flag: &'static str,
+    pub bytes_received: u64,
+    pub bytes_sent: u64,
+    pub upstream_host: Option<SocketAddr>,
+    pub upstream_cluster: Option<Arc<str>>,
+    pub upstream_ms: Option<u64>,
+    pub downstream: SocketAddr,
+    pub listener: Arc<str>,
+    pub route: Option<Arc<str>>,
+    pub attempts: u32,
+    pub trace_id: Option<String>,
+    pub peer_identity: Option<String>,
+    /// Request headers named by the formats (`%REQ(X)%`), in [`AccessLog::wanted`] order.
+    pub headers: Vec<Option<HeaderValue>>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Token {
+    Literal(String),
+    StartTime,
+    Method,
+    Path,
+    Protocol,
+    ResponseCode,
+    ResponseFlags,
+    BytesReceived,
+    BytesSent,
+    Duration,
+    UpstreamHost,
+    UpstreamCluster,
+    UpstreamServiceTime,
+    DownstreamRemoteAddress,
+    RouteName,
+    TraceId,
+    PeerIdentity,
+    /// Index into [`Record::headers`].
+    Req(usize),
+}
+
+/// Envoy's default format, for `format: text`.
+const ENVOY_TEXT: &str = "[%START_TIME%] \"%REQ(:METHOD)% %REQ(:PATH)% %PROTOCOL%\" %RESPONSE_CODE% %RESPONSE_FLAGS% %BYTES_RECEIVED% %BYTES_SENT% %DURATION% %RESP(X-MESH-UPSTREAM-SERVICE-TIME)% \"%REQ(X-FORWARDED-FOR)%\" \"%REQ(USER-AGENT)%\" \"%REQ(X-REQUEST-ID)%\" \"%REQ(:AUTHORITY)%\" \"%UPSTREAM_HOST%\" %TRACE_ID%";
+
+#[derive(Debug)]
+enum Format {
+    Json,
+    Tokens(Vec<Token>),
+}
+
+struct Sink {
+    target: LogTarget,
+    format: Format,
+    out: Option<Box<dyn std::io::Write + Send>>,
+}
+
+/// The access logs of one proxy.
+pub struct AccessLog {
+    tx: SyncSender<Record>,
+    /// Request headers the formats need, captured per request.
+    pub wanted: Vec<HeaderName>,
+    pub dropped: AtomicU64,
+    reopen: Arc<AtomicBool>,
+}
+
+impl std::fmt::Debug for AccessLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AccessLog")
+            .field("wanted", &self.wanted)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AccessLog {
+    /// Parses the formats and starts the writer thread; `None` when no
+    /// access log is configured.
+    pub fn start(specs: &[AccessLogSpec]) -> Result<Option<Arc<Self>>, String> {
+        if specs.is_empty() {
+            return Ok(None);
+        }
+        let mut wanted = Vec::new();
+        let mut sinks = Vec::new();
+        for (i, spec) in specs.iter().enumerate() {
+            let format = match &spec.format {
+                LogFormat::Json => Format::Json,
+                LogFormat::Text => Format::Tokens(
+                    parse(ENVOY_TEXT, &mut wanted).map_err(|e| format!("access_log[{i}]: {e}"))?,
+                ),
+                LogFormat::Custom(f) => Format::Tokens(
+                    parse(f, &mut wanted).map_err(|e| format!("access_log[{i}].format: {e}"))?,
+                ),
+            };
+            let mut sink = Sink {
+                target: spec.path.clone(),
+                format,
+                out: None,
+            };
+            sink.open()
+                .map_err(|e| format!("access_log[{i}].path: {e}"))?;
+            sinks.push(sink);
+        }
+        for always in [
+            "x-request-id",
+            "user-agent",
+            "x-forwarded-for",
+            ":authority",
+        ] {
+            let name = header_key(always);
+            if !wanted.contains(&name) {
+                wanted.push(name);
+            }
+        }
+        let (tx, rx) = std::sync::mpsc::sync_channel(4096);
+        let reopen = Arc::new(AtomicBool::new(false));
+        let log = Arc::new(Self {
+            tx,
+            wanted: wanted.clone(),
+            dropped: AtomicU64::new(0),
+            reopen: Arc::clone(&reopen),
+        });
+        std::thread::Builder::new()
+            .name("mesh-access-log".to_owned())
+            .spawn(move || writer(rx, sinks, wanted, reopen))
+            .map_err(|e| format!("cannot start the access log writer: {e}"))?;
+        Ok(Some(log))
+    }
+
+    /// Queues a record; never blocks.
+    pub fn log(&self, record: Record) {
+        if let Err(TrySendError::Full(_)) = self.tx.try_send(record) {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Reopens file targets at the next record (SIGUSR1).
+    pub fn reopen(&self) {
+        self.reopen.store(true, Ordering::Relaxed);
+    }
+}
+
+/// `:authority` and `:path` style pseudo-headers are kept as names with a
+/// colon prefix mapped to our own marker names.
+fn header_key(name: &str) -> HeaderName {
+    let lower = name.to_ascii_lowercase();
+    let mapped = match lower.as_str() {
+        ":authority" => "host",
+        other => other,
+    };
+    HeaderName::from_bytes(mapped.as_bytes())
+        .unwrap_or_else(|_| HeaderName::from_static("x-invalid"))
+}
+
+fn parse(format: &str, wanted: &mut Vec<HeaderName>) -> Result<Vec<Token>, String> {
+    let mut tokens = Vec::new();
+    let mut rest = format;
+    while let Some(start) = rest.find('%') {
+        if start > 0 {
+            tokens.push(Token::Literal(rest[..start].to_owned()));
+        }
+        let after = &rest[start + 1..];
+        let end = after
+            .find('%')
+            .ok_or_else(|| format!("unterminated operator in {format:?}"))?;
+        let op = &after[..end];
+        tokens.push(operator(op, wanted)?);
+        rest = &after[end + 1..];
+    }
+    if !rest.is_empty() {
+        tokens.push(Token::Literal(rest.to_owned()));
+    }
+    Ok(tokens)
+}
+
+fn operator(op: &str, wanted: &mut Vec<HeaderName>) -> Result<Token, String> {
+    Ok(match op {
+        "START_TIME" => Token::StartTime,
+        "PROTOCOL" => Token::Protocol,
+        "RESPONSE_CODE" => Token::ResponseCode,
+        "RESPONSE_FLAGS" => Token::ResponseFlags,
+        "BYTES_RECEIVED" => Token::BytesReceived,
+        "BYTES_SENT" => Token::BytesSent,
+        "DURATION" => Token::Duration,
+        "UPSTREAM_HOST" => Token::UpstreamHost,
+        "UPSTREAM_CLUSTER" => Token::UpstreamCluster,
+        "DOWNSTREAM_REMOTE_ADDRESS" => Token::DownstreamRemoteAddress,
+        "ROUTE_NAME" => Token::RouteName,
+        "TRACE_ID" => Token::TraceId,
+        "DOWNSTREAM_PEER_URI_SAN" => Token::PeerIdentity,
+        "REQ(:METHOD)" => Token::Method,
+        "REQ(:PATH)" | "REQ(X-ENVOY-ORIGINAL-PATH?:PATH)" => Token::Path,
+        "RESP(X-MESH-UPSTREAM-SERVICE-TIME)" | "RESP(X-ENVOY-UPSTREAM-SERVICE-TIME)" => {
+            Token::UpstreamServiceTime
+        }
+        _ => {
+            let Some(name) = op.strip_prefix("REQ(").and_then(|s| s.strip_suffix(')')) else {
+                return Err(format!("unknown operator %{op}%"));
+            };
+            let key = header_key(name);
+            let idx = match wanted.iter().position(|w| *w == key) {
+                Some(i) => i,
+                None => {
+                    wanted.push(key);
+                    wanted.len() - 1
+                }
+            };
+            Token::Req(idx)
+        }
+    })
+}
+
+impl Sink {
+    fn open(&mut self) -> std::io::Result<()> {
+        self.out = Some(match &self.target {
+            LogTarget::Stdout => Box::new(std::io::stdout()),
+            LogTarget::Stderr => Box::new(std::io::stderr()),
+            LogTarget::File(p) => Box::new(std::io::BufWriter::new(open_append(p)?)),
+        });
+        Ok(())
+    }
+}
+
+fn open_append(p: &PathBuf) -> std::io::Result<std::fs::File> {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(p)
+}
+
+fn writer(
+    rx: Receiver<Record>,
+    mut sinks: Vec<Sink>,
+    wanted: Vec<HeaderName>,
+    reopen: Arc<AtomicBool>,
+) {
+    let mut line = String::with_capacity(512);
+    while let Ok(first) = rx.recv() {
+        if reopen.swap(false, Ordering::Relaxed) {
+            for s in &mut sinks {
+                if let Err(e) = s.open() {
+                    tracing::warn!(error = %e, "cannot reopen an access log");
+                }
+            }
+        }
+        let mut next = Some(first);
+        while let Some(record) = next {
+            for s in &mut sinks {
+                line.clear();
+                render(&s.format, &record, &wanted, &mut line);
+                line.push('\n');
+                if let Some(out) = s.out.as_mut() {
+                    let _ = out.write_all(line.as_bytes());
+                }
+            }
+            next = rx.try_recv().ok();
+        }
+        // Flush once the queue is drained, not per line.
+        for s in &mut sinks {
+            if let Some(out) = s.out.as_mut() {
+                let _ = out.flush();
+            }
+        }
+    }
+}
+
+fn rfc3339(t: SystemTime) -> String {
+    let odt = time::OffsetDateTime::from(t);
+    odt.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|_| "-".to_owned())
+}
+
+fn header<'a>(record: &'a Record, wanted: &[HeaderName], name: &str) -> Option<&'a str> {
+    let idx = wanted.iter().position(|w| w.as_str() == name)?;
+    record.headers.get(idx)?.as_ref()?.to_str().ok()
+}
+
+fn render(format: &Format, r: &Record, wanted: &[HeaderName], out: &mut String) {
+    match format {
+        Format::Json => {
+            let v = serde_json::json!({
+                "start_time": rfc3339(r.start),
+                "method": r.method.as_str(),
+                "path": r.path,
+                "protocol": r.protocol,
+                "response_code": r.status,
+                "response_flags": r.flag,
+                "bytes_received": r.bytes_received,
+                "bytes_sent": r.bytes_sent,
+                "duration_ms": r.duration.as_millis() as u64,
+                "upstream_host": r.upstream_host.map(|a| a.to_string()),
+                "upstream_cluster": r.upstream_cluster.as_deref(),
+                "upstream_service_time_ms": r.upstream_ms,
+                "downstream_remote_address": r.downstream.to_string(),
+                "listener": &*r.listener,
+                "route": r.route.as_deref(),
+                "attempts": r.attempts,
+                "request_id": header(r, wanted, "x-request-id"),
+                "authority": header(r, wanted, "host"),
+                "user_agent": header(r, wanted, "user-agent"),
+                "x_forwarded_for": header(r, wanted, "x-forwarded-for"),
+                "trace_id": r.trace_id,
+                "peer_identity": r.peer_identity,
+            });
+            out.push_str(&v.to_string());
+        }
+        Format::Tokens(tokens) => {
+            for t in tokens {
+                let _ = match t {
+                    Token::Literal(s) => {
+                        out.push_str(s);
+                        Ok(())
+                    }
+                    Token::StartTime => write!(out, "{}", rfc3339(r.start)),
+                    Token::Method => write!(out, "{}", r.method),
+                    Token::Path => write!(out, "{}", r.path),
+                    Token::Protocol => write!(out, "{}", r.protocol),
+                    Token::ResponseCode => write!(out, "{}", r.status),
+                    Token::ResponseFlags => write!(out, "{}", r.flag),
+                    Token::BytesReceived => write!(out, "{}", r.bytes_received),
+                    Token::BytesSent => write!(out, "{}", r.bytes_sent),
+                    Token::Duration => write!(out, "{}", r.duration.as_millis()),
+                    Token::UpstreamHost => write!(
+                        out,
+                        "{}",
+                        r.upstream_host.map_or("-".to_owned(), |a| a.to_string())
+                    ),
+                    Token::UpstreamCluster => {
+                        write!(out, "{}", r.upstream_cluster.as_deref().unwrap_or("-"))
+                    }
+                    Token::UpstreamServiceTime => write!(
+                        out,
+                        "{}",
+                        r.upstream_ms.map_or("-".to_owned(), |m| m.to_string())
+                    ),
+                    Token::DownstreamRemoteAddress => write!(out, "{}", r.downstream),
+                    Token::RouteName => write!(out, "{}", r.route.as_deref().unwrap_or("-")),
+                    Token::TraceId => write!(out, "{}", r.trace_id.as_deref().unwrap_or("-")),
+                    Token::PeerIdentity => {
+                        write!(out, "{}", r.peer_identity.as_deref().unwrap_or("-"))
+                    }
+                    Token::Req(i) => write!(
+                        out,
+                        "{}",
+                        r.headers
+                            .get(*i)
+                            .and_then(|v| v.as_ref())
+                            .and_then(|v| v.to_str().ok())
+                            .unwrap_or("-")
+                    ),
+                };
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(wanted: &[HeaderName]) -> Record {
+        Record {
+            start: SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000),
+            duration: Duration::from_millis(12),
+            method: http::Method::GET,
+            path: "/pay?x=1".to_owned(),
+            protocol: "HTTP/1.1",
+            status: 503,
+            flag: "UF",
+            bytes_received: 0,
+            bytes_sent: 25,
+            upstream_host: Some("10.0.0.1:8080".parse().expect("addr")),
+            upstream_cluster: Some(Arc::from("payments")),
+            upstream_ms: None,
+            downstream: "127.0.0.1:5555".parse().expect("addr"),
+            listener: Arc::from("egress"),
+            route: Some(Arc::from("egress/0")),
+            attempts: 3,
+            trace_id: Some("4bf92f3577b34da6a3ce929d0e0e4736".to_owned()),
+            peer_identity: None,
+            headers: wanted
+                .iter()
+                .map(|w| (w.as_str() == "x-request-id").then(|| HeaderValue::from_static("req-1")))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn envoy_style_format_strings_render_each_operator() {
+        let mut wanted = Vec::new();
+        let f = "%START_TIME% %REQ(:METHOD)% %REQ(X-REQUEST-ID)% %RESPONSE_CODE% %RESPONSE_FLAGS% %DURATION% %UPSTREAM_HOST% %DOWNSTREAM_REMOTE_ADDRESS% %BYTES_SENT% %REQ(X-MISSING)% %TRACE_ID%";
+        let tokens = parse(f, &mut wanted).expect("parses");
+        let mut out = String::new();
+        render(&Format::Tokens(tokens), &record(&wanted), &wanted, &mut out);
+        assert_eq!(
+            out,
+            "2023-11-14T22:13:20Z GET req-1 503 UF 12 10.0.0.1:8080 127.0.0.1:5555 25 - 4bf92f3577b34da6a3ce929d0e0e4736"
+        );
+    }
+
+    #[test]
+    fn unknown_operators_and_unterminated_ones_are_errors() {
+        assert!(
+            parse("%NOPE%", &mut Vec::new())
+                .unwrap_err()
+                .contains("unknown operator %NOPE%")
+        );
+        assert!(parse("%START_TIME", &mut Vec::new()).is_err());
+    }
+
+    #[test]
+    fn json_lines_carry_the_trace_id_and_flags() {
+        let wanted = vec![HeaderName::from_static("x-request-id")];
+        let mut out = String::new();
+        render(&Format::Json, &record(&wanted), &wanted, &mut out);
+        let v: serde_json::Value = serde_json::from_str(&out).expect("json");
+        assert_eq!(v["response_flags"], "UF");
+        assert_eq!(v["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(v["request_id"], "req-1");
+        assert_eq!(v["attempts"], 3);
+    }
+
+    #[test]
+    fn the_text_format_parses() {
+        let mut wanted = Vec::new();
+        assert!(parse(ENVOY_TEXT, &mut wanted).is_ok());
+        assert!(wanted.iter().any(|w| w == "user-agent"));
+    }
+}
