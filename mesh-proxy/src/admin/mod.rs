@@ -21,6 +21,7 @@
 
 mod config_dump;
 mod dashboard;
+mod families;
 mod guard;
 mod prometheus;
 mod stats;

@@ -12,7 +12,8 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::exemplar::Exemplar;
 use prometheus_client::registry::Registry;
 
-use super::stats::{FAMILIES, HISTOGRAM_FAMILY, Kind, Stats};
+use super::families::{FAMILIES, HISTOGRAM_FAMILY, Kind};
+use super::stats::Stats;
 use crate::telemetry::metrics::LATENCY_BOUNDS_MS;
 
 /// What Prometheus asks for and gets: OpenMetrics 1.0 text.

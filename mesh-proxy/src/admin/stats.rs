@@ -14,156 +14,9 @@ use crate::identity::server::FailReason;
 use crate::router::HttpStats;
 use crate::telemetry::metrics::{HistogramSnapshot, RejectReason};
 
+use super::families::FAMILIES;
+
 const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Kind {
-    Counter,
-    Gauge,
-}
-
-/// A Prometheus family: its name without the `mesh_` prefix (counters get
-/// `_total` appended by the encoder), its type and its help text.
-pub(super) struct Family {
-    pub name: &'static str,
-    pub kind: Kind,
-    pub help: &'static str,
-}
-
-const fn counter(name: &'static str, help: &'static str) -> Family {
-    Family {
-        name,
-        kind: Kind::Counter,
-        help,
-    }
-}
-
-const fn gauge(name: &'static str, help: &'static str) -> Family {
-    Family {
-        name,
-        kind: Kind::Gauge,
-        help,
-    }
-}
-
-/// Every family, in exposition order.
-pub(super) const FAMILIES: &[Family] = &[
-    counter(
-        "http_downstream_rq",
-        "Downstream requests answered, by status class.",
-    ),
-    counter(
-        "http_downstream_rq_local",
-        "Downstream requests the proxy answered itself (local replies).",
-    ),
-    counter(
-        "http_downstream_rq_rejected",
-        "Downstream requests refused by a listener limit, by reason.",
-    ),
-    counter("http_downstream_cx", "Downstream connections accepted."),
-    gauge("http_downstream_cx_active", "Downstream connections open."),
-    counter(
-        "http_downstream_cx_overflow",
-        "Downstream connections closed at accept by max_connections.",
-    ),
-    counter("tls_handshakes", "Downstream TLS handshakes completed."),
-    counter(
-        "tls_handshake_failures",
-        "Downstream TLS handshakes failed, by reason.",
-    ),
-    counter(
-        "cluster_upstream_rq",
-        "Upstream attempts by status class; an attempt without a response counts as 5xx.",
-    ),
-    gauge("cluster_upstream_rq_active", "Upstream requests in flight."),
-    gauge(
-        "cluster_upstream_rq_pending_active",
-        "Upstream requests waiting for a connection.",
-    ),
-    counter(
-        "cluster_upstream_rq_pending_overflow",
-        "Requests refused by the max_pending_requests circuit breaker.",
-    ),
-    counter(
-        "cluster_upstream_rq_overflow",
-        "Requests refused by the max_requests circuit breaker.",
-    ),
-    counter("cluster_upstream_rq_retry", "Retries sent."),
-    counter(
-        "cluster_upstream_rq_retry_overflow",
-        "Retries skipped by the max_retries circuit breaker.",
-    ),
-    counter(
-        "cluster_upstream_rq_retry_budget_exhausted",
-        "Retries skipped by the retry budget.",
-    ),
-    counter(
-        "cluster_upstream_rq_timeout",
-        "Requests that hit the route timeout.",
-    ),
-    counter(
-        "cluster_upstream_rq_per_try_timeout",
-        "Attempts that hit the per-try timeout.",
-    ),
-    counter("cluster_upstream_cx", "Upstream connections opened."),
-    gauge("cluster_upstream_cx_active", "Upstream connections open."),
-    counter(
-        "cluster_upstream_cx_connect_fail",
-        "Upstream connection attempts that failed.",
-    ),
-    counter(
-        "cluster_upstream_cx_overflow",
-        "Connections refused by the max_connections circuit breaker.",
-    ),
-    gauge(
-        "cluster_membership_healthy",
-        "Endpoints healthy and not ejected.",
-    ),
-    gauge(
-        "cluster_membership_endpoints",
-        "Endpoints in the cluster (dotted: membership_total).",
-    ),
-    gauge(
-        "cluster_outlier_detection_ejections_active",
-        "Endpoints ejected by outlier detection now.",
-    ),
-    counter(
-        "cluster_outlier_detection_ejections",
-        "Ejections by outlier detection.",
-    ),
-    gauge(
-        "cluster_circuit_breakers_remaining",
-        "Capacity left before a circuit breaker opens, by resource.",
-    ),
-    gauge(
-        "server_live",
-        "1 while the proxy serves (not draining, health check not failed).",
-    ),
-    gauge("server_uptime_seconds", "Seconds since the proxy started."),
-    counter("server_config_reload", "Config reloads attempted."),
-    counter(
-        "server_config_reload_failed",
-        "Config reloads rejected (the old config kept serving).",
-    ),
-    gauge(
-        "server_cert_expiry_seconds",
-        "Seconds until this workload's certificate expires.",
-    ),
-    counter(
-        "server_cert_rotations",
-        "Certificates loaded (the first one and every rotation).",
-    ),
-    counter(
-        "server_cert_rotation_failed",
-        "Certificate rotations that failed (the old one kept serving).",
-    ),
-];
-
-/// The Prometheus family of the latency histograms (seconds): name, help.
-pub(super) const HISTOGRAM_FAMILY: (&str, &str) = (
-    "cluster_upstream_rq_time_seconds",
-    "Time from sending a request upstream to its response headers, retries included.",
-);
 
 pub(super) struct Sample {
     /// The dotted `/stats` name.
@@ -478,24 +331,30 @@ impl Stats {
 
     /// `name: value` lines, sorted; histograms as Envoy prints them, by quantile.
     pub(super) fn to_text(&self) -> String {
-        let mut out = String::with_capacity(self.samples.len() * 48);
-        for s in &self.samples {
-            out.push_str(&s.name);
-            out.push_str(": ");
-            out.push_str(&s.value.to_string());
-            out.push('\n');
-        }
-        for h in &self.histograms {
+        let samples = self
+            .samples
+            .iter()
+            .map(|s| (s.name.as_str(), s.value.to_string()));
+        let histograms = self.histograms.iter().map(|h| {
             let q = |q| fmt_ms(h.snapshot.quantile_ms(q));
-            out.push_str(&format!(
-                "{}: P50({}) P95({}) P99({}) count({}) sum_ms({:.3})\n",
-                h.name,
+            let value = format!(
+                "P50({}) P95({}) P99({}) count({}) sum_ms({:.3})",
                 q(0.5),
                 q(0.95),
                 q(0.99),
                 h.snapshot.count(),
                 h.snapshot.sum_ms()
-            ));
+            );
+            (h.name.as_str(), value)
+        });
+        let mut lines: Vec<(&str, String)> = samples.chain(histograms).collect();
+        lines.sort_by(|a, b| a.0.cmp(b.0));
+        let mut out = String::with_capacity(lines.len() * 48);
+        for (name, value) in lines {
+            out.push_str(name);
+            out.push_str(": ");
+            out.push_str(&value);
+            out.push('\n');
         }
         out
     }
