@@ -95,6 +95,7 @@ fn run(
         .thread_name("mesh-worker")
         .enable_all()
         .build()?;
+    let config_path = cli.config.clone();
     runtime.block_on(async move {
         // Bind inside the runtime (tokio sockets need its reactor), but
         // before any listener serves: one failure binds nothing else.
@@ -109,6 +110,7 @@ fn run(
             app::ServeOptions {
                 drain_time: cli.drain_time,
                 admin: Some(admin),
+                config_path: Some(config_path),
             },
         )
         .await

@@ -254,7 +254,7 @@ impl Admin {
             "/help" => text(StatusCode::OK, help()),
             "/stats" => self.stats(&query, format_json),
             "/stats/prometheus" => self.prometheus(),
-            "/config_dump" => json(StatusCode::OK, &config_dump::dump(&rt.config)),
+            "/config_dump" => json(StatusCode::OK, &config_dump::dump(&rt.topology().config)),
             "/clusters" if format_json => json(StatusCode::OK, &views::clusters_json(rt)),
             "/clusters" => text(StatusCode::OK, views::clusters_text(rt)),
             "/listeners" if format_json => json(StatusCode::OK, &views::listeners_json(rt)),
@@ -295,7 +295,7 @@ impl Admin {
             return Readiness::Draining;
         }
         let has_cert = rt.identity.as_ref().is_some_and(|s| s.current().is_some());
-        if rt.config.identity.is_some() && !has_cert {
+        if rt.topology().config.identity.is_some() && !has_cert {
             return Readiness::NoIdentity;
         }
         Readiness::Live

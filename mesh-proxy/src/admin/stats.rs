@@ -70,7 +70,7 @@ impl Stats {
             samples: Vec::new(),
             histograms: Vec::new(),
         };
-        for l in &rt.listeners {
+        for l in &rt.topology().listeners {
             if let Some(http) = &l.http {
                 out.listener(&l.name, &http.stats);
             }
@@ -93,7 +93,7 @@ impl Stats {
                 }
             }
         }
-        for c in &rt.clusters {
+        for c in &rt.topology().clusters {
             out.cluster(c);
         }
         out.server(rt, is_live);

@@ -148,7 +148,7 @@ async fn unknown_paths_are_404() {
 #[tokio::test]
 async fn stats_are_sorted_dotted_lines_with_the_spec_names() {
     let admin = admin();
-    let cluster = &admin.runtime.clusters[0];
+    let cluster = &admin.runtime.topology().clusters[0];
     cluster
         .stats()
         .upstream_rq_total
@@ -242,7 +242,7 @@ async fn stats_filter_and_json() {
 #[tokio::test]
 async fn prometheus_families_follow_the_conventions() {
     let admin = admin();
-    let cluster = &admin.runtime.clusters[0];
+    let cluster = &admin.runtime.topology().clusters[0];
     cluster
         .stats()
         .upstream_rq_time

@@ -52,7 +52,7 @@ fn tls_mode(m: TlsMode) -> &'static str {
 /// `/clusters` as Envoy prints it: `cluster::endpoint::stat::value`.
 pub(super) fn clusters_text(rt: &Runtime) -> String {
     let mut out = String::new();
-    for c in &rt.clusters {
+    for c in &rt.topology().clusters {
         let n = c.name();
         let cb = c.spec().circuit_breaker;
         let s = c.stats();
@@ -120,24 +120,31 @@ fn cluster_json(c: &Cluster) -> Value {
 }
 
 pub(super) fn clusters_json(rt: &Runtime) -> Value {
-    let clusters: Vec<Value> = rt.clusters.iter().map(|c| cluster_json(c)).collect();
+    let clusters: Vec<Value> = rt
+        .topology()
+        .clusters
+        .iter()
+        .map(|c| cluster_json(c))
+        .collect();
     json!({ "clusters": clusters })
 }
 
 /// `/listeners`: `name::address` lines, or JSON with protocol and TLS mode.
 pub(super) fn listeners_text(rt: &Runtime) -> String {
-    rt.listeners
+    rt.topology()
+        .listeners
         .iter()
         .map(|l| format!("{}::{}\n", l.name, l.address))
         .collect()
 }
 
 pub(super) fn listeners_json(rt: &Runtime) -> Value {
-    let listeners: Vec<Value> = rt
+    let topo = rt.topology();
+    let listeners: Vec<Value> = topo
         .listeners
         .iter()
         .map(|l| {
-            let spec = rt.config.listeners.iter().find(|s| s.name == l.name);
+            let spec = topo.config.listeners.iter().find(|s| s.name == l.name);
             let (protocol, target) = match spec.map(|s| &s.kind) {
                 Some(ListenerKind::Http { routes }) => ("http", json!({ "routes": routes.len() })),
                 Some(ListenerKind::Tcp { cluster }) => ("tcp", json!({ "cluster": cluster })),
@@ -176,7 +183,7 @@ pub(super) fn certs_json(rt: &Runtime) -> Value {
         return json!({ "certificates": [] });
     };
     let left = id.expires_in_secs();
-    let (cert_path, bundle_path) = match &rt.config.identity {
+    let (cert_path, bundle_path) = match &rt.topology().config.identity {
         Some(IdentitySpec::Files {
             cert, trust_bundle, ..
         }) => (
@@ -207,6 +214,7 @@ pub(super) fn certs_json(rt: &Runtime) -> Value {
 /// `/local_replies`: the last local replies of every listener, newest first.
 pub(super) fn local_replies_json(rt: &Runtime) -> Value {
     let mut all: Vec<_> = rt
+        .topology()
         .listeners
         .iter()
         .filter_map(|l| l.http.as_ref())

@@ -1,32 +1,38 @@
 //! Wiring: builds clusters and listeners from a validated config, binds
-//! every socket before serving any, and runs until a signal drains it.
+//! every socket before serving any, runs until a signal drains it, and
+//! reloads the config on SIGHUP or when its file changes (`reload`).
 
-use std::collections::HashMap;
+mod build;
+mod reload;
+
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context, anyhow};
+use anyhow::Context;
 use arc_swap::ArcSwap;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::task::TaskTracker;
 
 use crate::cluster::Cluster;
-use crate::config::{Config, IdentitySpec, ListenerKind};
+use crate::config::{Config, IdentitySpec};
 use crate::identity::IdentityStore;
 use crate::identity::server::TlsServer;
-use crate::listener::{self, BoundListener, Drain, Protocol};
-use crate::router::Observe;
-use crate::router::{HttpContext, HttpStats, RouteTable};
+use crate::listener::{self, BoundListener, Drain};
+use crate::router::HttpContext;
 use crate::telemetry::access_log::AccessLog;
 use crate::telemetry::trace::Tracing;
-use opentelemetry::trace::SpanKind;
+
+pub use reload::reload;
 
 pub struct ServeOptions {
     pub drain_time: Duration,
     /// The admin API's socket, bound with the listeners; served once the
     /// runtime is up.
     pub admin: Option<crate::admin::AdminListener>,
+    /// The config file, watched and reloaded on change and on SIGHUP.
+    pub config_path: Option<PathBuf>,
 }
 
 /// Binds every listener; fails (binding nothing else) if any cannot be bound.
@@ -46,9 +52,6 @@ pub fn bind_all(config: &Config) -> anyhow::Result<Vec<BoundListener>> {
         .collect()
 }
 
-/// Config features this build parses and validates but does not enforce
-/// yet. Security features refuse to start (serving plaintext where TLS was
-/// asked for would be worse than not serving); the others are warned about.
 /// Loads this workload's identity, checking the files (readable, key
 /// matching the certificate, a valid SVID trusted by the bundle) before any
 /// socket is bound. `None` without an `identity` section.
@@ -71,6 +74,7 @@ pub fn load_identity(config: &Config) -> anyhow::Result<Option<Arc<IdentityStore
 }
 
 /// A listener as it runs: what the admin API lists and reads stats from.
+#[derive(Clone)]
 pub struct ListenerInfo {
     pub name: String,
     pub address: SocketAddr,
@@ -80,15 +84,37 @@ pub struct ListenerInfo {
     pub tls: Option<Arc<TlsServer>>,
 }
 
-/// Everything a running proxy is made of. The admin API reads it; it
-/// mutates only through explicit handles (`drain`).
-pub struct Runtime {
+/// The current listeners and clusters with the config they came from;
+/// swapped as a whole by a reload.
+pub struct Topology {
     pub config: Arc<Config>,
     pub listeners: Vec<ListenerInfo>,
     pub clusters: Vec<Arc<Cluster>>,
+}
+
+/// A listener that is accepting, and how to stop it.
+struct Running {
+    spec: crate::config::ListenerSpec,
+    info: ListenerInfo,
+    stop: listener::DrainTrigger,
+}
+
+/// What a reload works on (behind an async mutex: reloads run one at a
+/// time; requests never touch it).
+struct RunningSet {
+    listeners: Vec<Running>,
+    clusters: build::ClusterMap,
+}
+
+/// Everything a running proxy is made of. The admin API reads it; it
+/// mutates only through explicit handles (`drain`, `reload`).
+pub struct Runtime {
+    topology: ArcSwap<Topology>,
+    running: tokio::sync::Mutex<RunningSet>,
     /// This workload's certificate, when it has one.
     pub identity: Option<Arc<IdentityStore>>,
     pub drain: listener::DrainTrigger,
+    drain_watch: Drain,
     pub tracker: TaskTracker,
     pub started_at: std::time::SystemTime,
     /// `server.config_reload_total` / `_failed`, bumped by reloads.
@@ -97,6 +123,17 @@ pub struct Runtime {
     pub tracing: Option<Arc<Tracing>>,
     /// The access logs, when configured (reopened on SIGUSR1).
     pub access_log: Option<Arc<AccessLog>>,
+}
+
+impl Runtime {
+    /// The current config, listeners and clusters (a snapshot).
+    pub fn topology(&self) -> arc_swap::Guard<Arc<Topology>> {
+        self.topology.load()
+    }
+
+    fn publish(&self, config: Arc<Config>, running: &RunningSet) {
+        self.topology.store(Arc::new(Topology::of(config, running)));
+    }
 }
 
 /// Starts serving `config` on already-bound sockets.
@@ -142,13 +179,7 @@ pub fn start(
         }
         _ => {}
     }
-    let mut clusters: HashMap<&str, Arc<Cluster>> = HashMap::new();
-    for (i, c) in config.clusters.iter().enumerate() {
-        let cluster = Cluster::try_spawn(c.clone(), identity.clone())
-            .map_err(|e| anyhow!("clusters[{i}] ({}): {e}", c.name))?;
-        crate::health::spawn_health_checks(&cluster);
-        clusters.insert(c.name.as_str(), cluster);
-    }
+    let clusters = build::clusters(config, &identity, &build::ClusterMap::new())?;
     let tracing = match &config.tracing {
         Some(spec) => Tracing::init(spec, &config.node.service)
             .context("tracing")?
@@ -158,101 +189,34 @@ pub fn start(
     let access_log = AccessLog::start(&config.access_log).map_err(anyhow::Error::msg)?;
     let (trigger, drain) = Drain::new();
     let tracker = TaskTracker::new();
+    let shared = build::Shared {
+        identity: &identity,
+        tracing: &tracing,
+        access_log: &access_log,
+        drain: &drain,
+        tracker: &tracker,
+    };
     let mut listeners = Vec::with_capacity(config.listeners.len());
     for (spec, bound) in config.listeners.iter().zip(bound) {
-        let tls = match (&spec.tls, &identity) {
-            (Some(tls), Some(store)) => {
-                let alpn: &[&[u8]] = match spec.kind {
-                    ListenerKind::Http { .. } => &[b"h2", b"http/1.1"],
-                    ListenerKind::Tcp { .. } => &[],
-                };
-                let server = TlsServer::new(&spec.name, tls, Arc::clone(store), alpn)
-                    .map_err(|e| anyhow!("listener {}: {e}", spec.name))?;
-                Some(Arc::new(server))
-            }
-            (Some(_), None) => anyhow::bail!("listener {}: tls needs an identity", spec.name),
-            (None, _) => None,
-        };
-        let mut info = ListenerInfo {
-            name: spec.name.clone(),
-            address: bound.local_addr,
-            http: None,
-            tls: tls.clone(),
-        };
-        let protocol = match &spec.kind {
-            ListenerKind::Http { routes } => {
-                let table =
-                    RouteTable::build(&spec.name, routes, |name| clusters.get(name).cloned())
-                        .map_err(|e| anyhow!("listener {}: {e}", spec.name))?;
-                let ctx = Arc::new(HttpContext {
-                    listener: Arc::from(spec.name.as_str()),
-                    routes: ArcSwap::from_pointee(table),
-                    limits: spec.limits,
-                    trust_forwarded: spec.trust_forwarded,
-                    stats: HttpStats::default(),
-                    observe: observe(&tracing, &access_log, spec),
-                });
-                info.http = Some(Arc::clone(&ctx));
-                Protocol::Http(listener::http_server(ctx, tls))
-            }
-            ListenerKind::Tcp { cluster } => Protocol::Tcp {
-                cluster: clusters.get(cluster.as_str()).cloned().ok_or_else(|| {
-                    anyhow!("listener {}: unknown cluster \"{cluster}\"", spec.name)
-                })?,
-                limits: spec.limits,
-                tls,
-            },
-        };
-        tracing::info!(listener = %spec.name, address = %bound.local_addr, "listening");
-        listener::spawn_accept_loop(
-            bound,
-            protocol,
-            spec.limits.max_connections,
-            drain.clone(),
-            tracker.clone(),
-        );
-        listeners.push(info);
+        listeners.push(build::launch(spec, bound, &clusters, &shared)?);
     }
-    let mut clusters: Vec<Arc<Cluster>> = clusters.into_values().collect();
-    clusters.sort_by(|a, b| a.name().cmp(b.name()));
-    Ok(Runtime {
-        config: Arc::new(config.clone()),
+    let running = RunningSet {
         listeners,
         clusters,
+    };
+    let config = Arc::new(config.clone());
+    Ok(Runtime {
+        topology: ArcSwap::from_pointee(Topology::of(config, &running)),
+        running: tokio::sync::Mutex::new(running),
         identity,
         drain: trigger,
+        drain_watch: drain,
         tracker,
         started_at: std::time::SystemTime::now(),
         reloads: Default::default(),
         tracing,
         access_log,
     })
-}
-
-/// What one HTTP listener observes; `None` when neither tracing nor an
-/// access log is on. An mTLS ingress records SERVER spans; egress and edge
-/// listeners record CLIENT spans.
-fn observe(
-    tracing: &Option<Arc<Tracing>>,
-    access_log: &Option<Arc<AccessLog>>,
-    spec: &crate::config::ListenerSpec,
-) -> Option<Arc<Observe>> {
-    if tracing.is_none() && access_log.is_none() {
-        return None;
-    }
-    let is_ingress = spec
-        .tls
-        .as_ref()
-        .is_some_and(|t| t.mode == crate::config::TlsMode::Mutual);
-    Some(Arc::new(Observe {
-        access_log: access_log.clone(),
-        tracing: tracing.clone(),
-        span_kind: if is_ingress {
-            SpanKind::Server
-        } else {
-            SpanKind::Client
-        },
-    }))
 }
 
 /// Serves until SIGTERM or SIGINT, then drains: listeners stop accepting,
@@ -273,12 +237,21 @@ pub async fn serve(
     let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     let mut hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
     let mut usr1 = signal(SignalKind::user_defined1()).context("installing the SIGUSR1 handler")?;
+    let mut watch = opts.config_path.as_deref().map(FileWatch::new);
     loop {
         tokio::select! {
             _ = term.recv() => break,
             _ = int.recv() => break,
             _ = runtime.drain.started() => break,
-            _ = hup.recv() => tracing::warn!("SIGHUP received: live reload is not available in this build; restart to apply a new config"),
+            _ = hup.recv() => match &opts.config_path {
+                Some(path) => { let _ = reload(&runtime, path).await; }
+                None => tracing::warn!("SIGHUP received but the config did not come from a file"),
+            },
+            _ = changed(&mut watch) => {
+                if let Some(path) = &opts.config_path {
+                    let _ = reload(&runtime, path).await;
+                }
+            }
             _ = usr1.recv() => {
                 if let Some(log) = &runtime.access_log {
                     log.reopen();
@@ -302,4 +275,45 @@ pub async fn serve(
         t.shutdown();
     }
     Ok(())
+}
+
+/// Notices a changed config file (by device, inode, size and mtime, polled
+/// each second: sees editors' renames and Kubernetes symlink swaps alike).
+struct FileWatch {
+    path: PathBuf,
+    last: Option<(u64, u64, u64, Option<std::time::SystemTime>)>,
+}
+
+impl FileWatch {
+    fn new(path: &Path) -> Self {
+        Self {
+            path: path.to_owned(),
+            last: stamp(path),
+        }
+    }
+}
+
+fn stamp(path: &Path) -> Option<(u64, u64, u64, Option<std::time::SystemTime>)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path)
+        .ok()
+        .map(|m| (m.dev(), m.ino(), m.len(), m.modified().ok()))
+}
+
+/// Resolves when the watched file changed (never without a file).
+async fn changed(watch: &mut Option<FileWatch>) {
+    let Some(w) = watch.as_mut() else {
+        return std::future::pending().await;
+    };
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let now = stamp(&w.path);
+        if now != w.last && now.is_some() {
+            // Let a writer finish: act on a stamp that held for a moment.
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let settled = stamp(&w.path);
+            w.last = settled;
+            return;
+        }
+    }
 }

@@ -111,21 +111,27 @@ pub enum Protocol {
 
 /// Runs the accept loop until drain; every connection task is tracked by
 /// `tracker` so shutdown can wait for them.
+/// `drain` is the proxy's drain (connections watch it too); `stop` closes
+/// only this listener (a reload removed or replaced it), letting its
+/// connections finish.
 pub fn spawn_accept_loop(
     bound: BoundListener,
     protocol: Protocol,
     max_connections: u32,
     drain: Drain,
+    stop: Drain,
     tracker: TaskTracker,
 ) {
     let slots = Arc::new(Semaphore::new(max_connections as usize));
     let name: Arc<str> = Arc::from(bound.name.as_str());
     let inner_tracker = tracker.clone();
     tracker.spawn(async move {
-        let mut stop = drain.clone();
+        let mut draining = drain.clone();
+        let mut stop = stop;
         loop {
             let accepted = tokio::select! {
                 biased;
+                _ = draining.signaled() => break,
                 _ = stop.signaled() => break,
                 a = bound.socket.accept() => a,
             };

@@ -370,7 +370,7 @@ async fn proxy(
     let upstream_time = started.elapsed();
     cluster.stats().upstream_rq_time.record(upstream_time);
     let upstream_ms = upstream_time.as_millis() as u64;
-    if let Some(x) = obs.as_deref_mut() {
+    if let Some(x) = obs {
         x.upstream_ms = Some(upstream_ms);
     }
 

@@ -429,7 +429,7 @@ mod tests {
     fn unknown_operators_and_unterminated_ones_are_errors() {
         assert!(
             parse("%NOPE%", &mut Vec::new())
-                .unwrap_err()
+                .expect_err("an unknown operator is an error")
                 .contains("unknown operator %NOPE%")
         );
         assert!(parse("%START_TIME", &mut Vec::new()).is_err());
