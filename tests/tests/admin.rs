@@ -66,6 +66,7 @@ struct Setup {
     proxy: ProxyProcess,
     ledger: LedgerUpstream,
     port: u16,
+    tls_port: u16,
     admin: u16,
     _dir: tempfile::TempDir,
 }
@@ -82,13 +83,14 @@ impl Setup {
 
 /// A proxy with a workload identity (so `/certs` and `/config_dump` have
 /// certificate data to leak, if they would), listener `main` routing
-/// `/app/` and `/stats` to the ledger and `/dead` to a closed port.
+/// `/app/` and `/stats` to the ledger and `/dead` to a closed port, and a
+/// server-TLS listener `secure` (its handshake counters).
 async fn setup(args: &[&str]) -> Setup {
     let dir = tempfile::tempdir().expect("temp dir");
     let pki = TestPki::new("mesh.test");
     let files = pki.write(dir.path(), "orders", &pki.leaf(SPIFFE_ID));
     let ledger = LedgerUpstream::start().await.expect("ledger");
-    let (port, admin) = (free_port(), free_port());
+    let (port, tls_port, admin) = (free_port(), free_port(), free_port());
     let cfg = ConfigBuilder::new()
         .node("orders-sidecar")
         .admin(admin)
@@ -105,19 +107,27 @@ async fn setup(args: &[&str]) -> Setup {
                 route_prefix("/dead", "dead"),
             ],
         )
+        .http_listener_with(
+            "secure",
+            tls_port,
+            vec![route_prefix("/", "app")],
+            json!({ "tls": { "mode": "server" } }),
+        )
         .cluster("app", &[ledger.addr()])
         .cluster_with(
             "dead",
             &[format!("127.0.0.1:{}", free_port())],
             json!({ "connect_timeout": "1s" }),
         );
-    let proxy = ProxyProcess::start_and_wait(&cfg.build(), args, &[port, admin])
+    // The start-up wait probes `secure` too: one handshake failure (`io`).
+    let proxy = ProxyProcess::start_and_wait(&cfg.build(), args, &[port, tls_port, admin])
         .await
         .expect("proxy starts");
     Setup {
         proxy,
         ledger,
         port,
+        tls_port,
         admin,
         _dir: dir,
     }
@@ -351,7 +361,21 @@ async fn stats_count_the_traffic_driven() {
         "{clusters}"
     );
     let listeners = get(&s.admin_url("/listeners")).await.body;
-    assert_eq!(listeners, format!("main::127.0.0.1:{}\n", s.port));
+    assert_eq!(
+        listeners,
+        format!(
+            "main::127.0.0.1:{}\nsecure::127.0.0.1:{}\n",
+            s.port, s.tls_port
+        )
+    );
+
+    // TLS handshakes by outcome: the start-up probe failed (`io`), curl succeeds.
+    let tls_url = format!("https://127.0.0.1:{}/app/tls", s.tls_port);
+    assert_eq!(http("GET", &tls_url, &["-k"]).await.status, 200);
+    let text = get(&s.admin_url("/stats?filter=%5Etls%5C.")).await.body;
+    assert_eq!(stat(&text, "tls.secure.handshakes"), 1, "{text}");
+    assert!(stat(&text, "tls.secure.handshake_fail.io") >= 1, "{text}");
+    assert_eq!(stat(&text, "tls.secure.handshake_fail.expired"), 0);
     let certs: Value = serde_json::from_str(&get(&s.admin_url("/certs")).await.body).expect("json");
     assert_eq!(certs["certificates"][0]["spiffe_id"], SPIFFE_ID);
     assert!(
@@ -432,10 +456,16 @@ print(json.dumps(out))
         ("mesh_server_config_reload", "counter"),
         ("mesh_server_config_reload_failed", "counter"),
         ("mesh_server_cert_expiry_seconds", "gauge"),
+        ("mesh_tls_handshakes", "counter"),
+        ("mesh_tls_handshake_failures", "counter"),
     ] {
         assert_eq!(types[family], kind, "{family}");
     }
     let sample = |key: &str| v["samples"][key].as_f64();
+    assert!(
+        sample("mesh_tls_handshake_failures_total|listener=secure,reason=io")
+            .is_some_and(|n| n >= 1.0)
+    );
     assert_eq!(
         sample("mesh_http_downstream_rq_total|code_class=2xx,listener=main"),
         Some(4.0)
