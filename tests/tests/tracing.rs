@@ -1,0 +1,245 @@
+//! End-to-end: a request through edge → sidecar → app → the app's egress
+//! sidecar → the next sidecar → app is one trace with one span per proxy
+//! hop, correctly parented, collected by `mesh-cli traces`.
+
+use std::convert::Infallible;
+use std::io::BufRead;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use mesh_ca::testing::TestPki;
+use mesh_tests::{ConfigBuilder, JsonExt, ProxyProcess, bin_path, curl, free_port, route_prefix};
+use serde_json::{Value, json};
+
+const TRACE_HEADERS: [&str; 7] = [
+    "traceparent",
+    "tracestate",
+    "b3",
+    "x-b3-traceid",
+    "x-b3-spanid",
+    "x-b3-parentspanid",
+    "x-b3-sampled",
+];
+
+/// A demo app: `/chain` calls `next` through its egress sidecar, forwarding
+/// the trace headers as real apps must; anything else answers itself.
+async fn app(name: &'static str, egress: Option<(u16, &'static str)>) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(
+                    move |req: hyper::Request<hyper::body::Incoming>| async move {
+                        let body = match egress {
+                            Some((port, host)) if req.uri().path() == "/chain" => {
+                                let mut out = hyper::Request::get("/hello").header("host", host);
+                                for h in TRACE_HEADERS {
+                                    if let Some(v) = req.headers().get(h) {
+                                        out = out.header(h, v);
+                                    }
+                                }
+                                let stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+                                    .await
+                                    .expect("egress");
+                                let (mut tx, conn) = hyper::client::conn::http1::handshake(
+                                    hyper_util::rt::TokioIo::new(stream),
+                                )
+                                .await
+                                .expect("handshake");
+                                tokio::spawn(conn);
+                                let resp = tx
+                                    .send_request(out.body(Full::new(Bytes::new())).expect("req"))
+                                    .await
+                                    .expect("call");
+                                let next =
+                                    resp.into_body().collect().await.expect("body").to_bytes();
+                                format!("{name} -> {}", String::from_utf8_lossy(&next))
+                            }
+                            _ => name.to_owned(),
+                        };
+                        Ok::<_, Infallible>(hyper::Response::new(Full::new(Bytes::from(body))))
+                    },
+                );
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(s), svc)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+struct Traces(Child);
+
+impl Drop for Traces {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn identity(dir: &Path, pki: &TestPki, name: &str) -> Value {
+    let files = pki.write(dir, name, &pki.leaf(&format!("spiffe://mesh.test/{name}")));
+    json!({"cert": files.cert, "key": files.key, "trust_bundle": dir.join("ca.crt")})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_request_across_three_proxies_is_one_trace_with_a_span_per_hop() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let pki = TestPki::new("mesh.test");
+    let (http_port, grpc_port) = (free_port(), free_port());
+    let mut traces = Traces(
+        Command::new(bin_path("mesh-cli").expect("mesh-cli"))
+            .args([
+                "traces",
+                "--json",
+                "--idle",
+                "1s",
+                "--listen",
+                &format!("127.0.0.1:{http_port}"),
+                "--grpc-listen",
+                &format!("127.0.0.1:{grpc_port}"),
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("mesh-cli traces"),
+    );
+    let up =
+        mesh_tests::wait_until_async(Duration::from_secs(10), Duration::from_millis(20), || {
+            std::net::TcpStream::connect(("127.0.0.1", http_port)).is_ok()
+                && std::net::TcpStream::connect(("127.0.0.1", grpc_port)).is_ok()
+        })
+        .await;
+    assert!(up, "mesh-cli traces is not listening");
+    let http_tracing = json!({"otlp_endpoint": format!("http://127.0.0.1:{http_port}"), "protocol": "http", "sampling": 1.0});
+    let grpc_tracing = json!({"otlp_endpoint": format!("http://127.0.0.1:{grpc_port}"), "protocol": "grpc", "sampling": 1.0});
+    let (edge, ingress_a, egress_a, ingress_b) =
+        (free_port(), free_port(), free_port(), free_port());
+
+    let app_b = app("b", None).await;
+    let sidecar_b = ConfigBuilder::new()
+        .set("node", json!({"name": "sidecar-b", "service": "b"}))
+        .admin(free_port())
+        .set("identity", identity(d, &pki, "b"))
+        .set("tracing", http_tracing.clone())
+        .http_listener_with(
+            "ingress",
+            ingress_b,
+            vec![route_prefix("/", "app")],
+            json!({"tls": {"mode": "mutual", "allow": ["spiffe://mesh.test/a"]}}),
+        )
+        .cluster("app", &[app_b]);
+    let _b = ProxyProcess::start_and_wait(&sidecar_b.build(), &[], &[ingress_b])
+        .await
+        .expect("sidecar b");
+
+    let app_a = app("a", Some((egress_a, "b"))).await;
+    let sidecar_a = ConfigBuilder::new()
+        .set("node", json!({"name": "sidecar-a", "service": "a"}))
+        .admin(free_port())
+        .set("identity", identity(d, &pki, "a"))
+        .set("tracing", http_tracing)
+        .http_listener_with(
+            "ingress",
+            ingress_a,
+            vec![route_prefix("/", "app")],
+            json!({"tls": {"mode": "mutual", "allow": ["spiffe://mesh.test/edge"]}}),
+        )
+        .http_listener(
+            "egress",
+            egress_a,
+            vec![route_prefix("/", "b").with_match("host", "b")],
+        )
+        .cluster("app", &[app_a])
+        .cluster_with(
+            "b",
+            &[format!("127.0.0.1:{ingress_b}")],
+            json!({"tls": {"mode": "mutual", "peer": "spiffe://mesh.test/b"}}),
+        );
+    let _a = ProxyProcess::start_and_wait(&sidecar_a.build(), &[], &[ingress_a, egress_a])
+        .await
+        .expect("sidecar a");
+
+    let edge_cfg = ConfigBuilder::new()
+        .set("node", json!({"name": "edge", "service": "edge"}))
+        .admin(free_port())
+        .set("identity", identity(d, &pki, "edge"))
+        .set("tracing", grpc_tracing)
+        .http_listener("public", edge, vec![route_prefix("/", "a")])
+        .cluster_with(
+            "a",
+            &[format!("127.0.0.1:{ingress_a}")],
+            json!({"protocol": "http2", "tls": {"mode": "mutual", "peer": "spiffe://mesh.test/a"}}),
+        );
+    let _edge = ProxyProcess::start_and_wait(&edge_cfg.build(), &[], &[edge])
+        .await
+        .expect("edge");
+
+    let out = curl(&[
+        "-s",
+        "-w",
+        " %{http_code}",
+        &format!("http://127.0.0.1:{edge}/chain"),
+    ])
+    .await
+    .expect("curl");
+    assert_eq!(out.stdout, "a -> b 200");
+
+    // The trace arrives once no span came for the idle time.
+    let mut stdout = std::io::BufReader::new(traces.0.stdout.take().expect("piped stdout"));
+    let line = tokio::task::spawn_blocking(move || {
+        let mut line = String::new();
+        stdout.read_line(&mut line).map(|_| line)
+    });
+    let line = tokio::time::timeout(Duration::from_secs(15), line)
+        .await
+        .expect("a trace within 15 s")
+        .expect("join")
+        .expect("read");
+    let trace: Value = serde_json::from_str(&line).expect("one JSON trace per line");
+    let spans = trace["spans"].as_array().expect("spans");
+    let by = |service: &str, kind: &str| {
+        spans
+            .iter()
+            .find(|s| s["service"] == service && s["kind"] == kind)
+            .unwrap_or_else(|| panic!("no {kind} span of {service} in {line}"))
+    };
+    assert_eq!(spans.len(), 4, "{line}");
+    let (e, ia, ea, ib) = (
+        by("edge", "CLIENT"),
+        by("a", "SERVER"),
+        by("a", "CLIENT"),
+        by("b", "SERVER"),
+    );
+    assert!(
+        e["parent_span_id"].is_null(),
+        "the edge starts the trace: {line}"
+    );
+    assert_eq!(ia["parent_span_id"], e["span_id"], "{line}");
+    assert_eq!(
+        ea["parent_span_id"], ia["span_id"],
+        "the app forwarded the context: {line}"
+    );
+    assert_eq!(ib["parent_span_id"], ea["span_id"], "{line}");
+    for s in spans {
+        assert_eq!(s["attributes"]["http.response.status_code"], 200, "{s}");
+    }
+    assert_eq!(
+        ia["attributes"]["mesh.peer_identity"],
+        "spiffe://mesh.test/edge"
+    );
+    assert_eq!(
+        ib["attributes"]["mesh.peer_identity"],
+        "spiffe://mesh.test/a"
+    );
+    assert_eq!(e["attributes"]["mesh.cluster"], "a");
+}
