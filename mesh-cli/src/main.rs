@@ -1,12 +1,17 @@
 //! `mesh-cli`: the operator's tool. Certificate commands (`ca init`,
-//! `issue`, `token create`, `inspect`) and `validate`; `stat`, `up`,
-//! `traces` and `wait` join them as their issues land.
+//! `issue`, `token create`, `inspect`), `validate`, the operator's views of
+//! running proxies (`stat`, `wait`) and a small OTLP receiver (`traces`);
+//! `up` joins them as its issue lands.
 //!
 //! Every failure is printed as one sentence, `error: ...`, with exit code 1.
 
+mod admin;
 mod certs;
 mod inspect;
 mod online;
+mod stat;
+mod traces;
+mod wait;
 
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -14,6 +19,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{ArgGroup, Args, Parser, Subcommand};
+use http::uri::Authority;
 
 #[derive(Debug, Parser)]
 #[command(name = "mesh-cli", version, about = "The mesh operator's tool")]
@@ -57,6 +63,35 @@ enum Cmd {
         #[arg(required = true, value_name = "CONFIG.yaml")]
         files: Vec<PathBuf>,
     },
+    /// Show the golden metrics of running proxies, per cluster and per
+    /// listener: requests/s, success rate, latency, activity, endpoints.
+    #[command(after_help = stat::EXAMPLES)]
+    Stat {
+        /// A proxy's admin address (repeatable).
+        #[arg(long = "admin", value_name = "HOST:PORT", default_value = "127.0.0.1:9901", value_parser = admin::parse_admin)]
+        admins: Vec<Authority>,
+        /// Redraw the tables every --interval until Ctrl-C.
+        #[arg(long)]
+        watch: bool,
+        /// The window for rates and latencies (and the refresh period).
+        #[arg(long, default_value = "2s", value_parser = parse_duration)]
+        interval: Duration,
+    },
+    /// Exit 0 as soon as a proxy is ready (its admin /ready answers 200),
+    /// or 1 at the timeout; for healthchecks and entrypoints.
+    #[command(after_help = wait::EXAMPLES)]
+    Wait {
+        /// The proxy's admin address.
+        #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:9901", value_parser = admin::parse_admin)]
+        admin: Authority,
+        /// Give up after this long.
+        #[arg(long, default_value = "30s", value_parser = parse_duration)]
+        timeout: Duration,
+    },
+    /// Receive OTLP traces (HTTP protobuf/JSON and gRPC) and print each
+    /// finished trace as a waterfall, or as one JSON object per line.
+    #[command(after_help = traces::HELP)]
+    Traces(traces::TracesArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -164,6 +199,13 @@ fn main() -> ExitCode {
             trust_domain,
         }) => certs::token_create(&service, &ca_dir, ttl, trust_domain.as_deref()),
         Cmd::Inspect { file, bundle, json } => inspect::run(&file, bundle.as_deref(), json),
+        Cmd::Stat {
+            admins,
+            watch,
+            interval,
+        } => stat::run(&admins, watch, interval),
+        Cmd::Wait { admin, timeout } => wait::run(&admin, timeout),
+        Cmd::Traces(args) => traces::run(&args),
     };
     match result {
         Ok(code) => code,
@@ -259,6 +301,49 @@ mod tests {
         assert!(Cli::try_parse_from(&no_token).is_err());
         let dns_online = [&online[..], &["--dns", "x"]].concat();
         assert!(Cli::try_parse_from(&dns_online).is_err());
+    }
+
+    #[test]
+    fn operator_commands_parse_with_their_defaults() {
+        let Ok(Cli {
+            cmd:
+                Cmd::Stat {
+                    admins,
+                    watch,
+                    interval,
+                },
+        }) = Cli::try_parse_from(["mesh-cli", "stat"])
+        else {
+            panic!("stat parses");
+        };
+        let admins: Vec<String> = admins.iter().map(ToString::to_string).collect();
+        assert_eq!(admins, ["127.0.0.1:9901"]);
+        assert_eq!((watch, interval), (false, Duration::from_secs(2)));
+        let two = [
+            "mesh-cli", "stat", "--admin", "a:1", "--admin", "b:2", "--watch",
+        ];
+        assert!(matches!(
+            Cli::try_parse_from(two),
+            Ok(Cli { cmd: Cmd::Stat { admins, watch: true, .. } }) if admins.len() == 2
+        ));
+        assert!(Cli::try_parse_from(["mesh-cli", "stat", "--admin", "nohost"]).is_err());
+        assert!(matches!(
+            Cli::try_parse_from(["mesh-cli", "wait"]),
+            Ok(Cli { cmd: Cmd::Wait { timeout, .. } }) if timeout == Duration::from_secs(30)
+        ));
+        assert!(Cli::try_parse_from(["mesh-cli", "wait", "--timeout", "0s"]).is_err());
+        let Ok(Cli {
+            cmd: Cmd::Traces(t),
+        }) = Cli::try_parse_from(["mesh-cli", "traces", "-v", "--json"])
+        else {
+            panic!("traces parses");
+        };
+        assert_eq!(
+            (t.listen.as_str(), t.grpc_listen.as_str()),
+            ("127.0.0.1:4318", "127.0.0.1:4317")
+        );
+        assert!(t.verbose && t.json);
+        assert_eq!(t.idle, Duration::from_secs(2));
     }
 
     #[test]

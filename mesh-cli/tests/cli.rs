@@ -416,6 +416,9 @@ fn every_command_has_an_example_in_its_help() {
         &["token", "create", "--help"],
         &["inspect", "--help"],
         &["validate", "--help"],
+        &["stat", "--help"],
+        &["wait", "--help"],
+        &["traces", "--help"],
     ] {
         let out = ok(dir.path(), cmd);
         assert!(out.contains("Examples:\n  mesh-cli "), "{cmd:?}: {out}");
