@@ -243,3 +243,86 @@ async fn one_request_across_three_proxies_is_one_trace_with_a_span_per_hop() {
     );
     assert_eq!(e["attributes"]["mesh.cluster"], "a");
 }
+
+async fn stat(admin: u16, name: &str) -> u64 {
+    let out = curl(&[
+        "-s",
+        &format!("http://127.0.0.1:{admin}/stats?filter=^{name}$"),
+    ])
+    .await
+    .expect("curl");
+    out.stdout
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(&format!("{name}: "))
+                .and_then(|v| v.trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_collector_costs_no_request_and_every_span_is_accounted_for() {
+    let ledger = mesh_tests::LedgerUpstream::start().await.expect("ledger");
+    let (port, admin, dead) = (free_port(), free_port(), free_port());
+    let cfg = ConfigBuilder::new()
+        .admin(admin)
+        .set(
+            "tracing",
+            json!({"otlp_endpoint": format!("http://127.0.0.1:{dead}"), "protocol": "http"}),
+        )
+        .http_listener("main", port, vec![route_prefix("/", "up")])
+        .cluster("up", &[ledger.addr()]);
+    let proxy = ProxyProcess::start_and_wait(&cfg.build(), &[], &[port, admin])
+        .await
+        .expect("proxy");
+    let before = proxy.rss_kib().expect("rss");
+    let workers: Vec<_> = (0..4)
+        .map(|_| {
+            tokio::spawn(async move {
+                let stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+                    .await
+                    .expect("connect");
+                let (mut tx, conn) =
+                    hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                        .await
+                        .expect("handshake");
+                tokio::spawn(conn);
+                let mut ok = 0;
+                for _ in 0..1000 {
+                    let req = hyper::Request::get("/")
+                        .header("host", "t")
+                        .body(Full::new(Bytes::new()))
+                        .expect("req");
+                    let resp = tx.send_request(req).await.expect("response");
+                    ok += usize::from(resp.status() == 200);
+                    resp.into_body().collect().await.expect("body");
+                }
+                ok
+            })
+        })
+        .collect();
+    let mut ok = 0;
+    for w in workers {
+        ok += w.await.expect("worker");
+    }
+    assert_eq!(ok, 4000, "every request succeeded with the collector down");
+    assert_eq!(stat(admin, "tracing.spans_started").await, 4000);
+    // Each span is eventually either dropped (queue full) or failed to export.
+    let settled = mesh_tests::wait_until_ok(
+        Duration::from_secs(20),
+        Duration::from_millis(200),
+        || async {
+            stat(admin, "tracing.spans_dropped").await
+                + stat(admin, "tracing.spans_export_failed").await
+                == 4000
+        },
+    )
+    .await;
+    assert!(settled, "spans unaccounted for");
+    assert_eq!(stat(admin, "tracing.spans_exported").await, 0);
+    let growth = proxy.rss_kib().expect("rss").saturating_sub(before);
+    assert!(
+        growth < 16 * 1024,
+        "RSS grew {growth} KiB with the collector down"
+    );
+}

@@ -127,6 +127,23 @@ pub(super) const FAMILIES: &[Family] = &[
     ),
     gauge("server_uptime_seconds", "Seconds since the proxy started."),
     counter("server_config_reload", "Config reloads attempted."),
+    counter("tracing_spans_started", "Spans started by this proxy."),
+    counter(
+        "tracing_spans_exported",
+        "Spans the OTLP exporter delivered.",
+    ),
+    counter(
+        "tracing_spans_export_failed",
+        "Spans the OTLP exporter failed to deliver.",
+    ),
+    counter(
+        "tracing_spans_dropped",
+        "Spans dropped because the export queue was full.",
+    ),
+    counter(
+        "access_log_dropped",
+        "Access log records dropped because the writer queue was full.",
+    ),
     counter(
         "server_config_reload_failed",
         "Config reloads rejected (the old config kept serving).",

@@ -296,6 +296,41 @@ impl Stats {
         for (name, family, v) in rows {
             self.add(name.to_owned(), Some(family), Vec::new(), v);
         }
+        if let Some(t) = &rt.tracing {
+            let rows = [
+                (
+                    "tracing.spans_started",
+                    "tracing_spans_started",
+                    load(&t.spans_started),
+                ),
+                (
+                    "tracing.spans_exported",
+                    "tracing_spans_exported",
+                    load(&t.export.exported),
+                ),
+                (
+                    "tracing.spans_export_failed",
+                    "tracing_spans_export_failed",
+                    load(&t.export.failed),
+                ),
+                (
+                    "tracing.spans_dropped",
+                    "tracing_spans_dropped",
+                    load(&t.export.dropped),
+                ),
+            ];
+            for (name, family, v) in rows {
+                self.add(name.to_owned(), Some(family), Vec::new(), v);
+            }
+        }
+        if let Some(log) = &rt.access_log {
+            self.add(
+                "access_log.dropped".to_owned(),
+                Some("access_log_dropped"),
+                Vec::new(),
+                load(&log.dropped),
+            );
+        }
         if let Some(store) = &rt.identity {
             if let Some(id) = store.current() {
                 let v = id.expires_in_secs();

@@ -7,6 +7,7 @@
 //! Without an OTLP endpoint the proxy does not participate: trace headers
 //! pass through unchanged (as a non-tracing Envoy does).
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -16,9 +17,11 @@ use opentelemetry::trace::{SpanKind, TraceContextExt, Tracer, TracerProvider as 
 use opentelemetry::{Context, KeyValue};
 use opentelemetry_http::{HeaderExtractor, HeaderInjector};
 use opentelemetry_otlp::{WithExportConfig, WithHttpConfig as _};
+use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::trace::{
     BatchConfigBuilder, BatchSpanProcessor, Sampler, SdkTracer, SdkTracerProvider,
 };
+use opentelemetry_sdk::trace::{SpanData, SpanExporter, SpanProcessor};
 
 use crate::config::{OtlpProtocol, Propagation, TracingSpec};
 
@@ -40,6 +43,107 @@ pub struct Tracing {
     tracer: SdkTracer,
     propagator: TextMapCompositePropagator,
     pub spans_started: AtomicU64,
+    /// Spans exported, failed to export, and dropped because the queue was full.
+    pub export: Arc<ExportStats>,
+}
+
+/// Export counters (`tracing.spans_*` in /stats).
+#[derive(Debug, Default)]
+pub struct ExportStats {
+    pub exported: AtomicU64,
+    pub failed: AtomicU64,
+    pub dropped: AtomicU64,
+    /// Ended spans handed to the exporter queue and not yet exported or failed.
+    queued: AtomicU64,
+}
+
+const MAX_QUEUE: u64 = 2048;
+
+/// Counts what the exporter did with each batch.
+#[derive(Debug)]
+struct CountingExporter<E> {
+    inner: E,
+    stats: Arc<ExportStats>,
+}
+
+impl<E: SpanExporter> SpanExporter for CountingExporter<E> {
+    fn export(
+        &self,
+        batch: Vec<SpanData>,
+    ) -> impl std::future::Future<Output = OTelSdkResult> + Send {
+        let n = batch.len() as u64;
+        let stats = Arc::clone(&self.stats);
+        let fut = self.inner.export(batch);
+        async move {
+            let result = fut.await;
+            let counter = if result.is_ok() {
+                &stats.exported
+            } else {
+                &stats.failed
+            };
+            counter.fetch_add(n, Ordering::Relaxed);
+            let _ = stats
+                .queued
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |q| {
+                    Some(q.saturating_sub(n))
+                });
+            result
+        }
+    }
+
+    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
+        self.inner.shutdown_with_timeout(timeout)
+    }
+
+    fn force_flush(&self) -> OTelSdkResult {
+        self.inner.force_flush()
+    }
+
+    fn set_resource(&mut self, resource: &opentelemetry_sdk::Resource) {
+        self.inner.set_resource(resource);
+    }
+}
+
+/// Drops (and counts) spans itself when the export queue is full, so the
+/// drop is visible; the batch processor behind it never sees more than its
+/// queue holds.
+#[derive(Debug)]
+struct Bounded {
+    inner: BatchSpanProcessor,
+    stats: Arc<ExportStats>,
+}
+
+impl SpanProcessor for Bounded {
+    fn on_start(&self, span: &mut opentelemetry_sdk::trace::Span, cx: &Context) {
+        self.inner.on_start(span, cx);
+    }
+
+    fn on_end(&self, span: SpanData) {
+        let admitted = self
+            .stats
+            .queued
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |q| {
+                (q < MAX_QUEUE).then(|| q + 1)
+            })
+            .is_ok();
+        if admitted {
+            self.inner.on_end(span);
+        } else {
+            self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn force_flush(&self) -> OTelSdkResult {
+        self.inner.force_flush()
+    }
+
+    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
+        self.inner.shutdown_with_timeout(timeout)
+    }
+
+    fn set_resource(&mut self, resource: &opentelemetry_sdk::Resource) {
+        self.inner.set_resource(resource);
+    }
 }
 
 impl Tracing {
@@ -50,6 +154,7 @@ impl Tracing {
         let Some(endpoint) = spec.otlp_endpoint.as_deref() else {
             return Ok(None);
         };
+        let stats = Arc::new(ExportStats::default());
         let exporter = match spec.protocol {
             OtlpProtocol::Grpc => opentelemetry_otlp::SpanExporter::builder()
                 .with_tonic()
@@ -76,9 +181,16 @@ impl Tracing {
             .with_max_queue_size(2048)
             .with_scheduled_delay(Duration::from_millis(500))
             .build();
-        let processor = BatchSpanProcessor::builder(exporter)
-            .with_batch_config(batch)
-            .build();
+        let exporter = CountingExporter {
+            inner: exporter,
+            stats: Arc::clone(&stats),
+        };
+        let processor = Bounded {
+            inner: BatchSpanProcessor::builder(exporter)
+                .with_batch_config(batch)
+                .build(),
+            stats: Arc::clone(&stats),
+        };
         let mut resource = opentelemetry_sdk::Resource::builder();
         if std::env::var_os("OTEL_SERVICE_NAME").is_none() {
             resource = resource.with_service_name(service.to_owned());
@@ -109,6 +221,7 @@ impl Tracing {
             tracer,
             propagator: TextMapCompositePropagator::new(propagators),
             spans_started: AtomicU64::new(0),
+            export: stats,
         }))
     }
 
