@@ -12,10 +12,18 @@ fn every_example_config_validates() {
             if let Err(errors) = mesh_proxy::config::load_file(&path) {
                 panic!("{errors}");
             }
-            checked.push(path.file_name().expect("name").to_string_lossy().into_owned());
+            checked.push(
+                path.file_name()
+                    .expect("name")
+                    .to_string_lossy()
+                    .into_owned(),
+            );
         }
     }
     for required in ["quickstart.yaml", "edge.yaml", "sidecar.yaml", "tcp.yaml"] {
-        assert!(checked.iter().any(|c| c == required), "examples/{required} is missing");
+        assert!(
+            checked.iter().any(|c| c == required),
+            "examples/{required} is missing"
+        );
     }
 }
