@@ -14,6 +14,7 @@
 //! reason: it is never skipped silently.
 
 mod interop_common;
+mod trace_common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -495,4 +496,138 @@ async fn mesh_egress_calls_envoy_ingress_that_verifies_the_mesh_identity() {
     let elapsed = started.elapsed();
     eprintln!("mesh-proxy → envoy test took {elapsed:?}");
     assert!(elapsed < Duration::from_secs(30), "took {elapsed:?}");
+}
+
+/// Issue 6: with Envoy as one hop in the middle (its OpenTelemetry tracer
+/// exporting over gRPC), a request across edge → sidecar → app → egress →
+/// Envoy → app stays one trace, Envoy's span a child of the egress span.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trace_stays_one_trace_with_envoy_as_a_hop_in_the_middle() {
+    let bin = envoy_bin();
+    eprintln!("envoy: {}", envoy_version(&bin).await);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let pki = TestPki::new(TD);
+    write_pki(
+        d,
+        &pki,
+        &["spiffe://mesh.test/edge", "spiffe://mesh.test/a"],
+    );
+    let mut traces = trace_common::Traces::start().await;
+    let tracing = |port: u16, protocol: &str| json!({"otlp_endpoint": format!("http://127.0.0.1:{port}"), "protocol": protocol, "sampling": 1.0});
+
+    // app b behind Envoy, whose tracer exports to the collector over gRPC.
+    let app_b = trace_common::app("b", None).await;
+    let (envoy_port, envoy_admin) = (free_port(), free_port());
+    let hcm_tracing = json!({
+        "tracing": { "provider": {
+            "name": "envoy.tracers.opentelemetry",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.config.trace.v3.OpenTelemetryConfig",
+                "grpc_service": { "envoy_grpc": { "cluster_name": "otel" }, "timeout": "1s" },
+                "service_name": "envoy-b",
+            },
+        }},
+    });
+    let mut otel = static_cluster("otel", traces.grpc_port);
+    otel["typed_extension_protocol_options"] = json!({
+        "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+            "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+            "explicit_http_config": { "http2_protocol_options": {} },
+        },
+    });
+    let mut boot = bootstrap(
+        envoy_admin,
+        http_listener(envoy_port, "app", hcm_tracing, None),
+        vec![static_cluster("app", app_b.port()), otel],
+    );
+    // Flush every span at once instead of batching for 5 s.
+    boot["layered_runtime"] = json!({"layers": [{"name": "static", "static_layer": {
+        "tracing.opentelemetry.min_flush_spans": 1,
+        "tracing.opentelemetry.flush_interval_ms": 200,
+    }}]});
+    let _envoy = Envoy::start(&bin, d, "envoy-b", boot).await;
+
+    let (ingress_a, egress_a, edge) = (free_port(), free_port(), free_port());
+    let app_a = trace_common::app("a", Some((egress_a, "b"))).await;
+    let sidecar = ConfigBuilder::new()
+        .set("node", json!({"name": "sidecar-a", "service": "a"}))
+        .set("identity", identity("a"))
+        .set("tracing", tracing(traces.http_port, "http"))
+        .http_listener_with(
+            "ingress",
+            ingress_a,
+            vec![route_prefix("/", "app")],
+            json!({"tls": {"mode": "mutual", "allow": ["spiffe://mesh.test/edge"]}}),
+        )
+        .http_listener("egress", egress_a, vec![route_prefix("/", "b")])
+        .cluster("app", &[app_a])
+        .cluster("b", &[format!("127.0.0.1:{envoy_port}")]);
+    let builder = ProxyProcess::builder(&sidecar.build()).wait_ports(&[ingress_a, egress_a]);
+    let _a = identity_files(builder, d, "a")
+        .start()
+        .await
+        .expect("sidecar a");
+    let edge_cfg = ConfigBuilder::new()
+        .set("node", json!({"name": "edge", "service": "edge"}))
+        .set("identity", identity("edge"))
+        .set("tracing", tracing(traces.grpc_port, "grpc"))
+        .http_listener("public", edge, vec![route_prefix("/", "a")])
+        .cluster_with(
+            "a",
+            &[format!("127.0.0.1:{ingress_a}")],
+            json!({"tls": {"mode": "mutual", "peer": "spiffe://mesh.test/a"}}),
+        );
+    let builder = ProxyProcess::builder(&edge_cfg.build()).wait_ports(&[edge]);
+    let _edge = identity_files(builder, d, "edge")
+        .start()
+        .await
+        .expect("edge");
+
+    let out = curl(&[
+        "-s",
+        "-w",
+        " %{http_code}",
+        &format!("http://127.0.0.1:{edge}/chain"),
+    ])
+    .await
+    .expect("curl");
+    assert_eq!(out.stdout, "a -> b 200");
+    // Envoy exports on its own schedule: gather the printouts of this trace
+    // until its span is there.
+    let first = traces.next(Duration::from_secs(20)).await;
+    let mut spans: Vec<Value> = first["spans"].as_array().cloned().unwrap_or_default();
+    while !spans.iter().any(|s| s["service"] == "envoy-b") {
+        let more = traces.next(Duration::from_secs(20)).await;
+        assert_eq!(
+            more["trace_id"], first["trace_id"],
+            "a second trace appeared: {more}"
+        );
+        spans.extend(more["spans"].as_array().cloned().unwrap_or_default());
+    }
+    let line = serde_json::to_string(&spans).unwrap_or_default();
+    let find = |service: &str, kind: &str| {
+        spans
+            .iter()
+            .find(|s| s["service"] == service && s["kind"] == kind)
+    };
+    let egress = find("a", "CLIENT").unwrap_or_else(|| panic!("no egress span: {line}"));
+    let envoy = spans
+        .iter()
+        .find(|s| s["service"] == "envoy-b")
+        .unwrap_or_else(|| panic!("no span from Envoy in the trace: {line}"));
+    assert_eq!(
+        envoy["parent_span_id"], egress["span_id"],
+        "Envoy continued the mesh's trace: {line}"
+    );
+    assert!(
+        find("edge", "CLIENT").is_some() && find("a", "SERVER").is_some(),
+        "{line}"
+    );
+    assert!(
+        spans
+            .iter()
+            .all(|s| s["parent_span_id"].is_null() == (s["service"] == "edge")),
+        "one root, the edge: {line}"
+    );
 }

@@ -2,88 +2,17 @@
 //! sidecar → the next sidecar → app is one trace with one span per proxy
 //! hop, correctly parented, collected by `mesh-cli traces`.
 
-use std::convert::Infallible;
-use std::io::BufRead;
-use std::net::SocketAddr;
+mod trace_common;
+
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use mesh_ca::testing::TestPki;
-use mesh_tests::{ConfigBuilder, JsonExt, ProxyProcess, bin_path, curl, free_port, route_prefix};
+use mesh_tests::{ConfigBuilder, JsonExt, ProxyProcess, curl, free_port, route_prefix};
 use serde_json::{Value, json};
-
-const TRACE_HEADERS: [&str; 7] = [
-    "traceparent",
-    "tracestate",
-    "b3",
-    "x-b3-traceid",
-    "x-b3-spanid",
-    "x-b3-parentspanid",
-    "x-b3-sampled",
-];
-
-/// A demo app: `/chain` calls `next` through its egress sidecar, forwarding
-/// the trace headers as real apps must; anything else answers itself.
-async fn app(name: &'static str, egress: Option<(u16, &'static str)>) -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move {
-        while let Ok((s, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let svc = hyper::service::service_fn(
-                    move |req: hyper::Request<hyper::body::Incoming>| async move {
-                        let body = match egress {
-                            Some((port, host)) if req.uri().path() == "/chain" => {
-                                let mut out = hyper::Request::get("/hello").header("host", host);
-                                for h in TRACE_HEADERS {
-                                    if let Some(v) = req.headers().get(h) {
-                                        out = out.header(h, v);
-                                    }
-                                }
-                                let stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
-                                    .await
-                                    .expect("egress");
-                                let (mut tx, conn) = hyper::client::conn::http1::handshake(
-                                    hyper_util::rt::TokioIo::new(stream),
-                                )
-                                .await
-                                .expect("handshake");
-                                tokio::spawn(conn);
-                                let resp = tx
-                                    .send_request(out.body(Full::new(Bytes::new())).expect("req"))
-                                    .await
-                                    .expect("call");
-                                let next =
-                                    resp.into_body().collect().await.expect("body").to_bytes();
-                                format!("{name} -> {}", String::from_utf8_lossy(&next))
-                            }
-                            _ => name.to_owned(),
-                        };
-                        Ok::<_, Infallible>(hyper::Response::new(Full::new(Bytes::from(body))))
-                    },
-                );
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(hyper_util::rt::TokioIo::new(s), svc)
-                    .await;
-            });
-        }
-    });
-    addr
-}
-
-struct Traces(Child);
-
-impl Drop for Traces {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use trace_common::{Traces, app};
 
 fn identity(dir: &Path, pki: &TestPki, name: &str) -> Value {
     let files = pki.write(dir, name, &pki.leaf(&format!("spiffe://mesh.test/{name}")));
@@ -95,31 +24,8 @@ async fn one_request_across_three_proxies_is_one_trace_with_a_span_per_hop() {
     let dir = tempfile::tempdir().expect("tempdir");
     let d = dir.path();
     let pki = TestPki::new("mesh.test");
-    let (http_port, grpc_port) = (free_port(), free_port());
-    let mut traces = Traces(
-        Command::new(bin_path("mesh-cli").expect("mesh-cli"))
-            .args([
-                "traces",
-                "--json",
-                "--idle",
-                "1s",
-                "--listen",
-                &format!("127.0.0.1:{http_port}"),
-                "--grpc-listen",
-                &format!("127.0.0.1:{grpc_port}"),
-            ])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("mesh-cli traces"),
-    );
-    let up =
-        mesh_tests::wait_until_async(Duration::from_secs(10), Duration::from_millis(20), || {
-            std::net::TcpStream::connect(("127.0.0.1", http_port)).is_ok()
-                && std::net::TcpStream::connect(("127.0.0.1", grpc_port)).is_ok()
-        })
-        .await;
-    assert!(up, "mesh-cli traces is not listening");
+    let mut traces = Traces::start().await;
+    let (http_port, grpc_port) = (traces.http_port, traces.grpc_port);
     let http_tracing = json!({"otlp_endpoint": format!("http://127.0.0.1:{http_port}"), "protocol": "http", "sampling": 1.0});
     let grpc_tracing = json!({"otlp_endpoint": format!("http://127.0.0.1:{grpc_port}"), "protocol": "grpc", "sampling": 1.0});
     let (edge, ingress_a, egress_a, ingress_b) =
@@ -195,17 +101,8 @@ async fn one_request_across_three_proxies_is_one_trace_with_a_span_per_hop() {
     assert_eq!(out.stdout, "a -> b 200");
 
     // The trace arrives once no span came for the idle time.
-    let mut stdout = std::io::BufReader::new(traces.0.stdout.take().expect("piped stdout"));
-    let line = tokio::task::spawn_blocking(move || {
-        let mut line = String::new();
-        stdout.read_line(&mut line).map(|_| line)
-    });
-    let line = tokio::time::timeout(Duration::from_secs(15), line)
-        .await
-        .expect("a trace within 15 s")
-        .expect("join")
-        .expect("read");
-    let trace: Value = serde_json::from_str(&line).expect("one JSON trace per line");
+    let trace = traces.next(Duration::from_secs(15)).await;
+    let line = trace.to_string();
     let spans = trace["spans"].as_array().expect("spans");
     let by = |service: &str, kind: &str| {
         spans
