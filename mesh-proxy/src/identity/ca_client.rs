@@ -83,7 +83,7 @@ async fn obtain(store: &IdentityStore, source: &CaSource) -> Result<Identity, St
     let roots = read_certs(&source.trust_bundle).map_err(|e| e.to_string())?;
     // Renew over mTLS while the current certificate is valid; otherwise
     // (first time, or expired) use the join token.
-    let current = store.current().filter(|c| c.expires_in_secs() > 2);
+    let current = store.current().filter(|c| c.expires_in_secs() > 0);
     let token = match &current {
         Some(_) => None,
         None => Some(
