@@ -204,9 +204,10 @@ async fn proxy_obtains_its_identity_from_the_ca_and_renews_it_over_mtls() {
     let d = dir.path();
     init_ca(d);
     token(d, "spiffe://mesh.test/orders", "orders.token");
-    let (ca_port, port) = (free_port(), free_port());
+    let (ca_port, port, admin) = (free_port(), free_port(), free_port());
     let ledger = LedgerUpstream::start().await.expect("ledger");
     let cfg = ConfigBuilder::new()
+        .admin(admin)
         .set(
             "identity",
             json!({"ca": {"url": format!("https://localhost:{ca_port}"), "trust_bundle": d.join("ca/ca.crt"),
@@ -221,6 +222,17 @@ async fn proxy_obtains_its_identity_from_the_ca_and_renews_it_over_mtls() {
     assert!(
         !presented_serial(port, d).contains("serial="),
         "no certificate before the CA answers"
+    );
+    let ready = |expect: &'static str| async move {
+        curl(&["-s", &format!("http://127.0.0.1:{admin}/ready")])
+            .await
+            .map(|o| o.stdout)
+            .unwrap_or_default()
+            == expect
+    };
+    assert!(
+        ready("NO_IDENTITY\n").await,
+        "/ready says NO_IDENTITY until the first certificate"
     );
     let _ca = start_ca(d, ca_port, &["--max-ttl", "1h"]).await;
     let started = Instant::now();
@@ -237,6 +249,7 @@ async fn proxy_obtains_its_identity_from_the_ca_and_renews_it_over_mtls() {
         "never got a certificate: {first}\n{}",
         proxy.stderr_text()
     );
+    assert!(ready("LIVE\n").await, "/ready is LIVE with a certificate");
     // And it serves with it: a request over TLS verified against the CA
     // (openssl checks the chain, not a host name; SVIDs need none).
     let reply = Command::new("sh")

@@ -574,3 +574,55 @@ async fn root_rotation_under_traffic_fails_no_request() {
         "failed requests during root rotation"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trust_system_verifies_against_public_roots_not_the_mesh_bundle() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let pki = TestPki::new(TD);
+    write_cert(
+        d,
+        "server",
+        &pki.leaf_with_sans(SERVER, &["svc.mesh.test"], &[]),
+    );
+    write(d, "ca.crt", &pki.bundle_pem());
+    let (tls_port, egress) = (free_port(), free_port());
+    let cfg = ConfigBuilder::new()
+        .set("identity", json!({"cert": d.join("server.crt"), "key": d.join("server.key"), "trust_bundle": d.join("ca.crt")}))
+        .http_listener_with("https", tls_port, vec![mesh_tests::route_prefix_direct("/", 200, "ok\n")], json!({"tls": {"mode": "server"}}))
+        .http_listener("egress", egress, vec![route_prefix("/system/", "system"), route_prefix("/", "mesh")])
+        .cluster_with("system", &[format!("127.0.0.1:{tls_port}")], json!({"tls": {"mode": "server", "trust": "system", "sni": "svc.mesh.test"}}))
+        .cluster_with("mesh", &[format!("127.0.0.1:{tls_port}")], json!({"tls": {"mode": "server", "peer": SERVER}}));
+    let _proxy = ProxyProcess::start_and_wait(&cfg.build(), &[], &[tls_port, egress])
+        .await
+        .expect("proxy");
+    let mesh = curl(&[
+        "-s",
+        "-w",
+        " %{http_code}",
+        &format!("http://127.0.0.1:{egress}/x"),
+    ])
+    .await
+    .expect("curl");
+    assert_eq!(
+        mesh.stdout, "ok\n 200",
+        "the mesh bundle trusts the mesh CA"
+    );
+    // The mesh CA is no public root: with system trust the handshake fails.
+    let system = curl(&["-s", "-i", &format!("http://127.0.0.1:{egress}/system/x")])
+        .await
+        .expect("curl");
+    assert!(
+        system.stdout.starts_with("HTTP/1.1 503"),
+        "{}",
+        system.stdout
+    );
+    assert!(
+        system
+            .stdout
+            .to_ascii_lowercase()
+            .contains("x-mesh-error: uf"),
+        "{}",
+        system.stdout
+    );
+}
