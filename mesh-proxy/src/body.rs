@@ -48,6 +48,8 @@ pub struct DownstreamBody {
     last_data: Instant,
     received: u64,
     max_bytes: u64,
+    /// Shared with the access log record when requests are observed.
+    counted: Option<std::sync::Arc<std::sync::atomic::AtomicU64>>,
 }
 
 impl BodyError {
@@ -70,7 +72,14 @@ impl DownstreamBody {
             last_data: Instant::now(),
             received: 0,
             max_bytes,
+            counted: None,
         }
+    }
+
+    /// Also adds every byte received to `counter` (for access logs).
+    pub fn counted(mut self, counter: std::sync::Arc<std::sync::atomic::AtomicU64>) -> Self {
+        self.counted = Some(counter);
+        self
     }
 }
 
@@ -87,6 +96,9 @@ impl Body for DownstreamBody {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
                     this.received += data.len() as u64;
+                    if let Some(c) = &this.counted {
+                        c.fetch_add(data.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                    }
                     if this.max_bytes > 0 && this.received > this.max_bytes {
                         return Poll::Ready(Some(Err(BodyError::TooLarge(this.max_bytes))));
                     }

@@ -18,6 +18,9 @@ use crate::identity::server::{PeerIdentity, TlsServer};
 use crate::router::{self, Downstream, HttpContext, HttpStats};
 use crate::telemetry::metrics::ActiveGuard;
 
+/// During a drain, an HTTP/1.1 connection quiet for this long is closed.
+const DRAIN_QUIET: std::time::Duration = std::time::Duration::from_millis(300);
+
 pub struct HttpServer {
     ctx: Arc<HttpContext>,
     builder: auto::Builder<TokioExecutor>,
@@ -84,6 +87,7 @@ impl HttpServer {
         let activity = Activity::new();
         let io = TokioIo::new(ActivityIo::new(stream, Arc::clone(&activity)));
         let down = Arc::new(down);
+        let conn_state = Arc::clone(&down);
         let ctx = Arc::clone(&self.ctx);
         let service = service_fn(move |req: hyper::Request<Incoming>| {
             let fut = router::handle(Arc::clone(&ctx), Arc::clone(&down), req);
@@ -93,6 +97,7 @@ impl HttpServer {
         tokio::pin!(conn);
         let idle_timeout = self.ctx.limits.idle_timeout;
         let mut closing = false;
+        let mut draining = false;
         loop {
             tokio::select! {
                 res = conn.as_mut() => {
@@ -101,9 +106,30 @@ impl HttpServer {
                     }
                     return;
                 }
-                _ = drain.signaled(), if !closing => {
+                _ = drain.signaled(), if !draining && !closing => {
+                    draining = true;
+                    // HTTP/1.1: closing an idle keep-alive connection at once
+                    // would reset a request already on its way. Responses now
+                    // carry `Connection: close` (hyper closes after them), and
+                    // a connection that stays quiet is closed below. HTTP/2
+                    // gets GOAWAY at once: its clients handle it cleanly.
+                    conn_state.draining.store(true, std::sync::atomic::Ordering::Relaxed);
+                    if conn_state.is_http2.load(std::sync::atomic::Ordering::Relaxed) {
+                        closing = true;
+                        conn.as_mut().graceful_shutdown();
+                    }
+                }
+                _ = activity.idle_for(DRAIN_QUIET), if draining && !closing => {
                     closing = true;
                     conn.as_mut().graceful_shutdown();
+                }
+                // A connection accepted while draining learns its protocol
+                // from its first request: HTTP/2 then gets GOAWAY.
+                _ = tokio::time::sleep(DRAIN_QUIET / 6), if draining && !closing => {
+                    if conn_state.is_http2.load(std::sync::atomic::Ordering::Relaxed) {
+                        closing = true;
+                        conn.as_mut().graceful_shutdown();
+                    }
                 }
                 _ = activity.idle_for(idle_timeout), if !closing => {
                     tracing::debug!(%peer, "downstream connection idle; closing");

@@ -128,12 +128,29 @@ pub fn spawn_accept_loop(
     tracker.spawn(async move {
         let mut draining = drain.clone();
         let mut stop = stop;
+        let mut closing = false;
         loop {
-            let accepted = tokio::select! {
-                biased;
-                _ = draining.signaled() => break,
-                _ = stop.signaled() => break,
-                a = bound.socket.accept() => a,
+            let accepted = if closing {
+                // Take the connections the kernel already queued before
+                // closing the socket: closing with them in the backlog would
+                // greet those clients with a reset.
+                match futures_util::FutureExt::now_or_never(bound.socket.accept()) {
+                    Some(a) => a,
+                    None => break,
+                }
+            } else {
+                tokio::select! {
+                    biased;
+                    _ = draining.signaled() => {
+                        closing = true;
+                        continue;
+                    }
+                    _ = stop.signaled() => {
+                        closing = true;
+                        continue;
+                    }
+                    a = bound.socket.accept() => a,
+                }
             };
             let (stream, peer) = match accepted {
                 Ok(pair) => pair,

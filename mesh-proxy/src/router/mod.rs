@@ -77,6 +77,11 @@ pub struct Downstream {
     pub xfcc: Option<HeaderValue>,
     /// The peer's SPIFFE ID on mutual TLS listeners (for spans and logs).
     pub peer_identity: Option<String>,
+    /// Set by the listener when the proxy drains: HTTP/1.1 responses then
+    /// carry `Connection: close`.
+    pub draining: std::sync::atomic::AtomicBool,
+    /// Whether this connection speaks HTTP/2 (known from its first request).
+    pub is_http2: std::sync::atomic::AtomicBool,
 }
 
 impl Downstream {
@@ -90,6 +95,8 @@ impl Downstream {
             is_allowed: true,
             xfcc: None,
             peer_identity: None,
+            draining: std::sync::atomic::AtomicBool::new(false),
+            is_http2: std::sync::atomic::AtomicBool::new(false),
         }
     }
 }
@@ -100,6 +107,10 @@ pub async fn handle(
     down: Arc<Downstream>,
     mut req: Request<Incoming>,
 ) -> Response<ObservedBody> {
+    let is_http2 = req.version() == Version::HTTP_2;
+    if is_http2 {
+        down.is_http2.store(true, Ordering::Relaxed);
+    }
     let request_id = match req.headers().get(&X_REQUEST_ID) {
         Some(id) if !id.is_empty() => id.clone(),
         _ => {
@@ -141,6 +152,10 @@ pub async fn handle(
             .get(&X_MESH_ERROR)
             .map(|f| static_flag(f.as_bytes()));
         x.respond(resp.status().as_u16(), flag);
+    }
+    if !is_http2 && down.draining.load(Ordering::Relaxed) {
+        resp.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
     resp.map(|b| ObservedBody::new(b, exchange))
 }
@@ -325,7 +340,13 @@ async fn proxy(
         RequestBody::Empty
     } else {
         let max = u64::from(ctx.limits.max_request_body_mb) * 1024 * 1024;
-        RequestBody::stream(DownstreamBody::new(body, ctx.limits.body_idle_timeout, max))
+        let mut stream = DownstreamBody::new(body, ctx.limits.body_idle_timeout, max);
+        if let Some(x) = obs.as_deref_mut() {
+            let counter = Arc::new(std::sync::atomic::AtomicU64::new(0));
+            x.bytes_received = Some(Arc::clone(&counter));
+            stream = stream.counted(counter);
+        }
+        RequestBody::stream(stream)
     };
     let started = Instant::now();
     // The route timeout covers every attempt and backoff until response

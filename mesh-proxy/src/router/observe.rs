@@ -52,6 +52,8 @@ pub struct Exchange {
     pub upstream_ms: Option<u64>,
     pub attempts: u32,
     pub retries: Vec<Outcome>,
+    /// Request body bytes, counted as they stream (requests with a body).
+    pub bytes_received: Option<Arc<std::sync::atomic::AtomicU64>>,
     status: u16,
     flag: &'static str,
 }
@@ -68,7 +70,14 @@ impl Observe {
             Some(log) => log
                 .wanted
                 .iter()
-                .map(|w| req.headers().get(w).cloned())
+                .map(|w| {
+                    let value = req.headers().get(w).cloned();
+                    // HTTP/2 carries the authority as `:authority`, not Host.
+                    match (value, w == http::header::HOST, req.uri().authority()) {
+                        (None, true, Some(a)) => HeaderValue::from_str(a.as_str()).ok(),
+                        (v, _, _) => v,
+                    }
+                })
                 .collect(),
             None => Vec::new(),
         };
@@ -139,6 +148,7 @@ impl Observe {
             upstream_ms: None,
             attempts: 0,
             retries: Vec::new(),
+            bytes_received: None,
             status: 0,
             flag: "-",
         })
@@ -214,7 +224,10 @@ impl Exchange {
                 protocol: self.protocol,
                 status: self.status,
                 flag: self.flag,
-                bytes_received: 0,
+                bytes_received: self
+                    .bytes_received
+                    .as_ref()
+                    .map_or(0, |c| c.load(std::sync::atomic::Ordering::Relaxed)),
                 bytes_sent,
                 upstream_host: self.upstream,
                 upstream_cluster: self.cluster,

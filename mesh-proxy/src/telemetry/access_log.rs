@@ -154,6 +154,17 @@ impl AccessLog {
         Ok(Some(log))
     }
 
+    /// Checks every format without starting anything (`--mode validate`
+    /// and start-up before any port is bound).
+    pub fn check(specs: &[AccessLogSpec]) -> Result<(), String> {
+        for (i, spec) in specs.iter().enumerate() {
+            if let LogFormat::Custom(f) = &spec.format {
+                parse(f, &mut Vec::new()).map_err(|e| format!("access_log[{i}].format: {e}"))?;
+            }
+        }
+        Ok(())
+    }
+
     /// Queues a record; never blocks.
     pub fn log(&self, record: Record) {
         if let Err(TrySendError::Full(_)) = self.tx.try_send(record) {
