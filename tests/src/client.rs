@@ -255,3 +255,13 @@ where
         tokio::time::sleep(poll).await;
     }
 }
+
+/// One counter or gauge from a proxy's admin `/stats` (`None` when absent).
+pub async fn admin_stat(admin_port: u16, name: &str) -> Option<u64> {
+    let url = format!("http://127.0.0.1:{admin_port}/stats?filter=^{name}$");
+    let out = curl(&["-s", &url]).await.ok()?;
+    out.stdout.lines().find_map(|l| {
+        l.strip_prefix(&format!("{name}: "))
+            .and_then(|v| v.trim().parse().ok())
+    })
+}

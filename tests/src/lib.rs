@@ -12,7 +12,7 @@ pub mod process;
 mod wire;
 
 pub use client::{
-    CurlOut, RawReply, curl, curl_status, raw_exchange, raw_send_and_close, wait_until,
+    CurlOut, RawReply, admin_stat, curl, curl_status, raw_exchange, raw_send_and_close, wait_until,
     wait_until_async, wait_until_ok,
 };
 pub use config::{

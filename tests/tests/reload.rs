@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use mesh_tests::{ConfigBuilder, LedgerUpstream, ProxyProcess, curl, free_port, route_prefix};
+use mesh_tests::{ConfigBuilder, LedgerUpstream, ProxyProcess, free_port, route_prefix};
 
 fn config(
     port: u16,
@@ -32,18 +32,8 @@ fn config(
 }
 
 async fn stat(admin: u16, name: &str) -> u64 {
-    let out = curl(&[
-        "-s",
-        &format!("http://127.0.0.1:{admin}/stats?filter=^{name}$"),
-    ])
-    .await
-    .expect("curl");
-    out.stdout
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix(&format!("{name}: "))
-                .and_then(|v| v.trim().parse().ok())
-        })
+    mesh_tests::admin_stat(admin, name)
+        .await
         .unwrap_or(u64::MAX)
 }
 

@@ -142,19 +142,7 @@ async fn one_request_across_three_proxies_is_one_trace_with_a_span_per_hop() {
 }
 
 async fn stat(admin: u16, name: &str) -> u64 {
-    let out = curl(&[
-        "-s",
-        &format!("http://127.0.0.1:{admin}/stats?filter=^{name}$"),
-    ])
-    .await
-    .expect("curl");
-    out.stdout
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix(&format!("{name}: "))
-                .and_then(|v| v.trim().parse().ok())
-        })
-        .unwrap_or(0)
+    mesh_tests::admin_stat(admin, name).await.unwrap_or(0)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
