@@ -457,13 +457,24 @@ async fn root_rotation_under_traffic_fails_no_request() {
     write_cert(d, "client", &old.leaf(CLIENT));
     let stop = Arc::new(AtomicBool::new(false));
     let (ok, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    // Which client key pair the traffic uses: "client" (old root), then
+    // "fresh" (new root). Switching the pair at once keeps the client's own
+    // rotation atomic (a key of one pair with the cert of the other would
+    // fail in curl, not in the proxy).
+    let generation = Arc::new(AtomicUsize::new(0));
     let traffic = {
         let (stop, ok, failed) = (Arc::clone(&stop), Arc::clone(&ok), Arc::clone(&failed));
+        let generation = Arc::clone(&generation);
         let d = d.to_path_buf();
         tokio::spawn(async move {
             while !stop.load(Ordering::Relaxed) {
-                // A new connection (new handshake) every request; the client
-                // cert is re-read each time, so its rotation is picked up.
+                let pair = if generation.load(Ordering::Relaxed) == 0 {
+                    "client"
+                } else {
+                    "fresh"
+                };
+                let (cert, key) = (d.join(format!("{pair}.crt")), d.join(format!("{pair}.key")));
+                // A new connection (new handshake) every request.
                 let out = curl(&[
                     "-s",
                     "-o",
@@ -475,9 +486,9 @@ async fn root_rotation_under_traffic_fails_no_request() {
                     "--cacert",
                     d.join("both.crt").to_str().unwrap_or(""),
                     "--cert",
-                    d.join("client.crt").to_str().unwrap_or(""),
+                    cert.to_str().unwrap_or(""),
                     "--key",
-                    d.join("client.key").to_str().unwrap_or(""),
+                    key.to_str().unwrap_or(""),
                     &format!("https://svc.mesh.test:{port}/"),
                 ])
                 .await;
@@ -549,9 +560,8 @@ async fn root_rotation_under_traffic_fails_no_request() {
         .await
     );
     wait_requests(10).await;
-    // …and the client's (key first, then cert, as a careful client would).
-    replace(&d.join("client.key"), &fresh.key_pem);
-    replace(&d.join("client.crt"), &fresh.chain_pem);
+    // …and the client's.
+    generation.store(1, Ordering::Relaxed);
     wait_requests(10).await;
     // 3. The old root leaves the server's bundle: old leaves are refused.
     assert!(accepted("stale").await);
