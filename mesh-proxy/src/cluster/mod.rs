@@ -8,10 +8,12 @@
 //! swaps in a new one, requests read it without locking. Must not: build
 //! local replies or know about routes.
 
+mod classify;
 mod dns;
 mod io;
 mod lb;
 mod pool;
+mod upstream_body;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -24,7 +26,8 @@ use crate::config::{CircuitBreakerSpec, ClusterSpec, Discovery, LbPolicy, Upstre
 
 pub use io::UpstreamIo;
 use pool::Pool;
-pub use pool::{ConnGuard, PooledConn, RawConn, SendError, UpstreamBody, probe};
+pub use pool::{ConnGuard, PooledConn, RawConn, SendError, probe};
+pub use upstream_body::UpstreamBody;
 
 /// How an upstream attempt failed. Retry, outlier detection, metrics and
 /// local replies all read this one classification.

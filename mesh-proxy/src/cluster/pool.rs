@@ -6,29 +6,26 @@
 //! half-read is closed, never reused. Idle connections older than the
 //! cluster's `idle_timeout` are closed by a reaper task.
 
-use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, Weak};
-use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::Bytes;
 use http::{Request, Response};
-use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use pin_project_lite::pin_project;
 use tokio::net::TcpStream;
 
+use super::classify::classify;
 use super::io::UpstreamIo;
+use super::upstream_body::{ActiveRequest, Lease, UpstreamBody, wrap};
 use tokio::time::Instant;
 
 use super::{Cluster, ClusterShared, Endpoint, UpstreamError, UpstreamErrorKind};
-use crate::body::{BodyError, BodyErrorKind, RequestBody};
+use crate::body::RequestBody;
 use crate::config::UpstreamProtocol;
 
-type H1Sender = http1::SendRequest<RequestBody>;
+pub(super) type H1Sender = http1::SendRequest<RequestBody>;
 type H2Sender = http2::SendRequest<RequestBody>;
 
 #[derive(Default)]
@@ -74,7 +71,7 @@ impl Pool {
         None
     }
 
-    fn put_idle(&self, tx: H1Sender) {
+    pub(super) fn put_idle(&self, tx: H1Sender) {
         if !tx.is_closed() {
             lock(&self.idle).push(IdleConn {
                 tx,
@@ -279,24 +276,6 @@ fn has_connection_close(resp: &Response<Incoming>) -> bool {
         })
 }
 
-fn wrap(
-    resp: Response<Incoming>,
-    lease: Option<Lease>,
-    active: ActiveRequest,
-) -> Response<UpstreamBody> {
-    resp.map(|inner| {
-        let mut body = UpstreamBody {
-            inner,
-            lease,
-            _active: active,
-        };
-        if body.inner.is_end_stream() {
-            body.release();
-        }
-        body
-    })
-}
-
 /// Opens a TCP connection within the cluster's connect timeout and the
 /// circuit breaker's connection limit.
 pub(super) async fn connect_tcp(
@@ -400,65 +379,6 @@ async fn connect_h2(
     Ok(tx)
 }
 
-/// Classifies a hyper client error once, for every reader.
-fn classify(e: hyper::Error, endpoint: &Endpoint) -> UpstreamError {
-    let addr = Some(endpoint.addr);
-    let body_error = find_body_error(&e);
-    let kind = if e.is_parse() || e.is_parse_status() {
-        UpstreamErrorKind::Protocol
-    } else if is_refused_stream(&e) {
-        UpstreamErrorKind::RefusedStream
-    } else if is_tls_alert(&e) {
-        // TLS 1.3: the server judges our certificate after the handshake
-        // looks complete to us, and refuses with an alert at the first read.
-        // Nothing was processed: a connect failure, not a reset.
-        UpstreamErrorKind::ConnectFailure
-    } else {
-        UpstreamErrorKind::Reset
-    };
-    let mut err = UpstreamError::new(kind, addr, e.to_string());
-    err.body_error = body_error;
-    err
-}
-
-/// A TLS alert from the upstream (it refused our certificate).
-fn is_tls_alert(e: &hyper::Error) -> bool {
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        if let Some(rustls::Error::AlertReceived(_)) = s.downcast_ref::<rustls::Error>() {
-            return true;
-        }
-        source = s.source();
-    }
-    false
-}
-
-/// HTTP/2 REFUSED_STREAM: the upstream did not process the request at all
-/// (RFC 9113 §8.7), so it is safe to retry whatever the method.
-fn is_refused_stream(e: &hyper::Error) -> bool {
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        if let Some(h2) = s.downcast_ref::<h2::Error>() {
-            return h2.reason() == Some(h2::Reason::REFUSED_STREAM);
-        }
-        source = s.source();
-    }
-    false
-}
-
-/// The kind of our own downstream body error, if the request failed
-/// because the client's body failed.
-fn find_body_error(e: &hyper::Error) -> Option<BodyErrorKind> {
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        if let Some(b) = s.downcast_ref::<BodyError>() {
-            return Some(b.kind());
-        }
-        source = s.source();
-    }
-    None
-}
-
 /// A raw TCP connection to an endpoint (TCP listeners), counted in the
 /// cluster's connection stats while it lives.
 pub struct RawConn {
@@ -503,100 +423,6 @@ impl Drop for ConnGuard {
             .stats
             .upstream_cx_active
             .fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-/// Counts a request as active on its endpoint and cluster until its
-/// response body is finished or dropped (least_request reads this).
-pub(crate) struct ActiveRequest {
-    endpoint: Arc<Endpoint>,
-    shared: Arc<ClusterShared>,
-}
-
-impl ActiveRequest {
-    fn new(shared: &Arc<ClusterShared>, endpoint: &Arc<Endpoint>) -> Self {
-        endpoint.active_requests.fetch_add(1, Ordering::Relaxed);
-        // upstream_rq_total counts attempts, in the router's attempt loop.
-        shared
-            .stats
-            .upstream_rq_active
-            .fetch_add(1, Ordering::Relaxed);
-        Self {
-            endpoint: Arc::clone(endpoint),
-            shared: Arc::clone(shared),
-        }
-    }
-}
-
-impl Drop for ActiveRequest {
-    fn drop(&mut self) {
-        self.endpoint
-            .active_requests
-            .fetch_sub(1, Ordering::Relaxed);
-        self.shared
-            .stats
-            .upstream_rq_active
-            .fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-struct Lease {
-    tx: H1Sender,
-    endpoint: Arc<Endpoint>,
-}
-
-pin_project! {
-    /// An upstream response body. Reading it to the end hands an HTTP/1.1
-    /// connection back to its pool.
-    pub struct UpstreamBody {
-        #[pin]
-        inner: Incoming,
-        lease: Option<Lease>,
-        _active: ActiveRequest,
-    }
-}
-
-impl UpstreamBody {
-    fn release(&mut self) {
-        if let Some(lease) = self.lease.take() {
-            lease.endpoint.pool.put_idle(lease.tx);
-        }
-    }
-}
-
-impl Body for UpstreamBody {
-    type Data = Bytes;
-    type Error = hyper::Error;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        let mut this = self.project();
-        let polled = this.inner.as_mut().poll_frame(cx);
-        // hyper stops polling once `is_end_stream()` is true, so the
-        // connection is released after the last frame, not only at `None`.
-        let finished = match &polled {
-            Poll::Ready(None) => true,
-            Poll::Ready(Some(Ok(_))) => this.inner.is_end_stream(),
-            Poll::Ready(Some(Err(_))) => {
-                *this.lease = None;
-                false
-            }
-            Poll::Pending => false,
-        };
-        if finished && let Some(lease) = this.lease.take() {
-            lease.endpoint.pool.put_idle(lease.tx);
-        }
-        polled
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
     }
 }
 

@@ -1,0 +1,64 @@
+//! Classifying a failed upstream exchange, once: retries, outlier
+//! detection, metrics and local replies all read the result.
+
+use super::{Endpoint, UpstreamError, UpstreamErrorKind};
+use crate::body::{BodyError, BodyErrorKind};
+
+/// Classifies a hyper client error once, for every reader.
+pub(super) fn classify(e: hyper::Error, endpoint: &Endpoint) -> UpstreamError {
+    let addr = Some(endpoint.addr);
+    let body_error = find_body_error(&e);
+    let kind = if e.is_parse() || e.is_parse_status() {
+        UpstreamErrorKind::Protocol
+    } else if is_refused_stream(&e) {
+        UpstreamErrorKind::RefusedStream
+    } else if is_tls_alert(&e) {
+        // TLS 1.3: the server judges our certificate after the handshake
+        // looks complete to us, and refuses with an alert at the first read.
+        // Nothing was processed: a connect failure, not a reset.
+        UpstreamErrorKind::ConnectFailure
+    } else {
+        UpstreamErrorKind::Reset
+    };
+    let mut err = UpstreamError::new(kind, addr, e.to_string());
+    err.body_error = body_error;
+    err
+}
+
+/// A TLS alert from the upstream (it refused our certificate).
+fn is_tls_alert(e: &hyper::Error) -> bool {
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        if let Some(rustls::Error::AlertReceived(_)) = s.downcast_ref::<rustls::Error>() {
+            return true;
+        }
+        source = s.source();
+    }
+    false
+}
+
+/// HTTP/2 REFUSED_STREAM: the upstream did not process the request at all
+/// (RFC 9113 §8.7), so it is safe to retry whatever the method.
+fn is_refused_stream(e: &hyper::Error) -> bool {
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        if let Some(h2) = s.downcast_ref::<h2::Error>() {
+            return h2.reason() == Some(h2::Reason::REFUSED_STREAM);
+        }
+        source = s.source();
+    }
+    false
+}
+
+/// The kind of our own downstream body error, if the request failed
+/// because the client's body failed.
+fn find_body_error(e: &hyper::Error) -> Option<BodyErrorKind> {
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        if let Some(b) = s.downcast_ref::<BodyError>() {
+            return Some(b.kind());
+        }
+        source = s.source();
+    }
+    None
+}
