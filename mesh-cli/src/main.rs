@@ -1,7 +1,7 @@
 //! `mesh-cli`: the operator's tool. Certificate commands (`ca init`,
 //! `issue`, `token create`, `inspect`), `validate`, the operator's views of
-//! running proxies (`stat`, `wait`) and a small OTLP receiver (`traces`);
-//! `up` joins them as its issue lands.
+//! running proxies (`stat`, `wait`), a small OTLP receiver (`traces`) and
+//! `up`, which runs a whole demo mesh as local processes.
 //!
 //! Every failure is printed as one sentence, `error: ...`, with exit code 1.
 
@@ -11,6 +11,7 @@ mod inspect;
 mod online;
 mod stat;
 mod traces;
+mod up;
 mod wait;
 
 use std::net::IpAddr;
@@ -92,6 +93,11 @@ enum Cmd {
     /// finished trace as a waterfall, or as one JSON object per line.
     #[command(after_help = traces::HELP)]
     Traces(traces::TracesArgs),
+    /// Run a whole demo mesh as local processes: the CA, a trace receiver,
+    /// proxies and services from DIR/mesh.yaml, on free loopback ports;
+    /// Ctrl-C stops everything.
+    #[command(after_help = up::HELP)]
+    Up(up::UpArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -206,6 +212,7 @@ fn main() -> ExitCode {
         } => stat::run(&admins, watch, interval),
         Cmd::Wait { admin, timeout } => wait::run(&admin, timeout),
         Cmd::Traces(args) => traces::run(&args),
+        Cmd::Up(args) => up::run(&args),
     };
     match result {
         Ok(code) => code,
