@@ -17,13 +17,15 @@
 //! `down -v` always runs, also when the test fails (a Drop guard). Docker
 //! not usable is a failure with the reason, never a silent skip.
 
+mod compose_common;
+
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use mesh_tests::{bin_path, free_port, wait_until};
+use compose_common::{Stack, bin_dir, build_images, output, require_docker, text};
+use mesh_tests::{free_port, wait_until};
 use serde_json::Value;
 
 const SERVICES: [&str; 5] = ["web", "web-proxy", "api", "api-proxy", "edge"];
@@ -69,135 +71,6 @@ echo "--- intruder proxy log"
 cat /tmp/proxy.log
 "#;
 
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("..")
-        .canonicalize()
-        .expect("the repository root")
-}
-
-fn output(cmd: &mut Command) -> Output {
-    cmd.stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"))
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "exit {:?}\n--- stdout\n{}\n--- stderr\n{}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
-/// `docker compose` when the plugin answers, else `docker-compose`.
-fn compose_program() -> Vec<String> {
-    let plugin = Command::new("docker")
-        .args(["compose", "version"])
-        .stdin(Stdio::null())
-        .output();
-    if plugin.is_ok_and(|o| o.status.success()) {
-        return vec!["docker".into(), "compose".into()];
-    }
-    let standalone = Command::new("docker-compose")
-        .arg("version")
-        .stdin(Stdio::null())
-        .output();
-    match standalone {
-        Ok(o) if o.status.success() => vec!["docker-compose".into()],
-        _ => panic!(
-            "neither `docker compose` nor `docker-compose` works here: scripts/test installs docker-compose"
-        ),
-    }
-}
-
-/// The running stack; `down -v` on drop, whatever happened.
-struct Stack {
-    compose: Vec<String>,
-    project: String,
-    dir: PathBuf,
-    edge_port: u16,
-    ui_port: u16,
-    started: Instant,
-}
-
-impl Stack {
-    fn command(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(&self.compose[0]);
-        cmd.args(&self.compose[1..])
-            .args([
-                "-f",
-                "docker-compose.yml",
-                "-f",
-                "docker-compose.local.yml",
-                "-p",
-                &self.project,
-            ])
-            .args(args)
-            .current_dir(&self.dir)
-            .env("EDGE_PORT", self.edge_port.to_string())
-            .env("JAEGER_UI_PORT", self.ui_port.to_string());
-        cmd
-    }
-
-    fn progress(&self, what: &str) {
-        eprintln!(
-            "[compose_demo +{:.1}s] {what}",
-            self.started.elapsed().as_secs_f64()
-        );
-    }
-
-    fn container(&self, service: &str) -> String {
-        let out = output(&mut self.command(&["ps", "-q", service]));
-        let id = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-        assert!(
-            out.status.success() && !id.is_empty(),
-            "no container for {service}: {}",
-            text(&out)
-        );
-        id
-    }
-
-    fn health(&self, service: &str) -> String {
-        let id = self.container(service);
-        let out = output(Command::new("docker").args([
-            "inspect",
-            "--format",
-            "{{.State.Status}} {{if .State.Health}}{{.State.Health.Status}}{{end}}",
-            &id,
-        ]));
-        String::from_utf8_lossy(&out.stdout).trim().to_owned()
-    }
-
-    fn service_logs(&self, service: &str) -> String {
-        let out = output(&mut self.command(&["logs", "--no-color", service]));
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    fn logs(&self) -> String {
-        text(&output(&mut self.command(&[
-            "logs",
-            "--no-color",
-            "--tail",
-            "40",
-        ])))
-    }
-}
-
-impl Drop for Stack {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            eprintln!("--- compose logs of {} ---\n{}", self.project, self.logs());
-        }
-        let out = output(&mut self.command(&["down", "-v", "--remove-orphans", "--timeout", "5"]));
-        if !out.status.success() {
-            eprintln!("compose down -v failed: {}", text(&out));
-        }
-        self.progress("down -v done");
-    }
-}
-
 /// `GET path` on 127.0.0.1:port, HTTP/1.1 with `Connection: close`: the
 /// whole response as text, or None when the connection failed.
 fn http_get(port: u16, path: &str) -> Option<String> {
@@ -227,60 +100,34 @@ fn complete_trace(logs: &str) -> Option<Value> {
 #[test]
 fn compose_demo_serves_traces_and_refuses_a_rogue_certificate() {
     let started = Instant::now();
-    let info = Command::new("docker")
-        .args(["info", "--format", "{{.ServerVersion}}"])
-        .stdin(Stdio::null())
-        .output();
-    match info {
-        Ok(o) if o.status.success() => {}
-        Ok(o) => panic!("Docker is not usable: {}", text(&o)),
-        Err(e) => panic!("Docker is not usable: cannot run `docker`: {e}"),
-    }
-    let root = repo_root();
+    require_docker();
 
-    // Images from Debian packages; a no-op when they exist. mesh:local
-    // packages the binaries this test suite runs (mesh-demo included).
-    let bin_dir = bin_path("mesh-proxy")
-        .expect("the workspace binaries (cargo build --bins)")
-        .parent()
-        .expect("a bin dir")
-        .to_path_buf();
+    // mesh:local packages the binaries this test suite runs, mesh-demo
+    // included.
+    let bin_dir = bin_dir();
     assert!(
         bin_dir.join("mesh-demo").is_file(),
         "no mesh-demo in {} (cargo build --workspace --bins)",
         bin_dir.display()
     );
-    eprintln!(
-        "[compose_demo] scripts/build-images --bin-dir {} (the first run debootstraps Debian: a few minutes)",
-        bin_dir.display()
-    );
-    let status = Command::new(root.join("scripts/build-images"))
-        .arg("--bin-dir")
-        .arg(&bin_dir)
-        .stdin(Stdio::null())
-        .status()
-        .expect("running scripts/build-images");
-    assert!(status.success(), "scripts/build-images failed: {status}");
+    build_images("compose_demo", &bin_dir);
 
-    let project = format!(
-        "meshdemo{}x{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(0)
-    );
-    let stack = Stack {
-        compose: compose_program(),
-        project,
-        dir: root.join("compose/demo"),
-        edge_port: free_port(),
-        ui_port: free_port(),
+    let edge_port = free_port();
+    let ui_port = free_port();
+    let stack = Stack::new(
+        "compose_demo",
+        "meshdemo",
+        "demo",
+        vec![
+            ("EDGE_PORT", edge_port.to_string()),
+            ("JAEGER_UI_PORT", ui_port.to_string()),
+        ],
+        40,
         started,
-    };
+    );
     stack.progress(&format!(
         "up -d (project {}, edge on 127.0.0.1:{})",
-        stack.project, stack.edge_port
+        stack.project, edge_port
     ));
     let up = output(&mut stack.command(&["up", "-d", "--no-build"]));
     assert!(up.status.success(), "compose up failed: {}", text(&up));
@@ -301,7 +148,7 @@ fn compose_demo_serves_traces_and_refuses_a_rogue_certificate() {
     // Through the published edge port.
     let mut answer = String::new();
     let through = wait_until(Duration::from_secs(20), Duration::from_millis(500), || {
-        answer = http_get(stack.edge_port, "/chain").unwrap_or_default();
+        answer = http_get(edge_port, "/chain").unwrap_or_default();
         answer.starts_with("HTTP/1.1 200")
     });
     assert!(through, "GET /chain through the edge: {answer}");

@@ -12,136 +12,15 @@
 //!
 //! Docker not usable is a failure with the reason, never a silent skip.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+mod compose_common;
+
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use mesh_tests::{bin_path, free_port, wait_until};
+use compose_common::{Stack, bin_dir, build_images, output, require_docker, text};
+use mesh_tests::{free_port, wait_until};
 
 const PASSWORD: &str = "mesh";
-
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("..")
-        .canonicalize()
-        .expect("the repository root")
-}
-
-fn output(cmd: &mut Command) -> Output {
-    cmd.stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"))
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "exit {:?}\n--- stdout\n{}\n--- stderr\n{}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
-/// `docker compose` when the plugin answers, else `docker-compose`.
-fn compose_program() -> Vec<String> {
-    let plugin = Command::new("docker")
-        .args(["compose", "version"])
-        .stdin(Stdio::null())
-        .output();
-    if plugin.is_ok_and(|o| o.status.success()) {
-        return vec!["docker".into(), "compose".into()];
-    }
-    let standalone = Command::new("docker-compose")
-        .arg("version")
-        .stdin(Stdio::null())
-        .output();
-    match standalone {
-        Ok(o) if o.status.success() => vec!["docker-compose".into()],
-        _ => panic!(
-            "neither `docker compose` nor `docker-compose` works here: scripts/test installs docker-compose"
-        ),
-    }
-}
-
-/// The running stack; `down -v` on drop, whatever happened.
-struct Stack {
-    compose: Vec<String>,
-    project: String,
-    dir: PathBuf,
-    port: u16,
-    started: Instant,
-}
-
-impl Stack {
-    fn command(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(&self.compose[0]);
-        cmd.args(&self.compose[1..])
-            .args([
-                "-f",
-                "docker-compose.yml",
-                "-f",
-                "docker-compose.local.yml",
-                "-p",
-                &self.project,
-            ])
-            .args(args)
-            .current_dir(&self.dir)
-            .env("FRONTEND_PORT", self.port.to_string())
-            .env("POSTGRES_PASSWORD", PASSWORD);
-        cmd
-    }
-
-    fn progress(&self, what: &str) {
-        eprintln!(
-            "[compose_double_proxy +{:.1}s] {what}",
-            self.started.elapsed().as_secs_f64()
-        );
-    }
-
-    fn container(&self, service: &str) -> String {
-        let out = output(&mut self.command(&["ps", "-q", service]));
-        let id = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-        assert!(
-            out.status.success() && !id.is_empty(),
-            "no container for {service}: {}",
-            text(&out)
-        );
-        id
-    }
-
-    fn health(&self, service: &str) -> String {
-        let id = self.container(service);
-        let out = output(Command::new("docker").args([
-            "inspect",
-            "--format",
-            "{{.State.Status}} {{if .State.Health}}{{.State.Health.Status}}{{end}}",
-            &id,
-        ]));
-        String::from_utf8_lossy(&out.stdout).trim().to_owned()
-    }
-
-    fn logs(&self) -> String {
-        text(&output(&mut self.command(&[
-            "logs",
-            "--no-color",
-            "--tail",
-            "60",
-        ])))
-    }
-}
-
-impl Drop for Stack {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            eprintln!("--- compose logs of {} ---\n{}", self.project, self.logs());
-        }
-        let out = output(&mut self.command(&["down", "-v", "--remove-orphans", "--timeout", "5"]));
-        if !out.status.success() {
-            eprintln!("compose down -v failed: {}", text(&out));
-        }
-        self.progress("down -v done");
-    }
-}
 
 /// `psql` with the test's password, unaligned tuples only, no psqlrc.
 fn psql_args(host: &str, port: u16, sql: &str) -> Vec<String> {
@@ -171,54 +50,24 @@ fn psql_args(host: &str, port: u16, sql: &str) -> Vec<String> {
 #[test]
 fn psql_crosses_the_compose_double_proxy_and_a_client_without_certificate_does_not() {
     let started = Instant::now();
-    let info = Command::new("docker")
-        .args(["info", "--format", "{{.ServerVersion}}"])
-        .stdin(Stdio::null())
-        .output();
-    match info {
-        Ok(o) if o.status.success() => {}
-        Ok(o) => panic!("Docker is not usable: {}", text(&o)),
-        Err(e) => panic!("Docker is not usable: cannot run `docker`: {e}"),
-    }
-    let root = repo_root();
+    require_docker();
+    build_images("compose_double_proxy", &bin_dir());
 
-    // Images from Debian packages; a no-op when they exist. mesh:local
-    // packages the binaries this test suite runs (no second, release build).
-    let bin_dir = bin_path("mesh-proxy")
-        .expect("the workspace binaries (cargo build --bins)")
-        .parent()
-        .expect("a bin dir")
-        .to_path_buf();
-    eprintln!(
-        "[compose_double_proxy] scripts/build-images --bin-dir {} (the first run debootstraps Debian: a few minutes)",
-        bin_dir.display()
-    );
-    let status = Command::new(root.join("scripts/build-images"))
-        .arg("--bin-dir")
-        .arg(&bin_dir)
-        .stdin(Stdio::null())
-        .status()
-        .expect("running scripts/build-images");
-    assert!(status.success(), "scripts/build-images failed: {status}");
-
-    let project = format!(
-        "meshdp{}x{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(0)
-    );
-    let stack = Stack {
-        compose: compose_program(),
-        project,
-        dir: root.join("compose/double-proxy"),
-        port: free_port(),
+    let port = free_port();
+    let stack = Stack::new(
+        "compose_double_proxy",
+        "meshdp",
+        "double-proxy",
+        vec![
+            ("FRONTEND_PORT", port.to_string()),
+            ("POSTGRES_PASSWORD", PASSWORD.to_owned()),
+        ],
+        60,
         started,
-    };
+    );
     stack.progress(&format!(
         "up -d (project {}, frontend on 127.0.0.1:{})",
-        stack.project, stack.port
+        stack.project, port
     ));
     let up = output(&mut stack.command(&["up", "-d", "--no-build"]));
     assert!(up.status.success(), "compose up failed: {}", text(&up));
@@ -240,7 +89,7 @@ fn psql_crosses_the_compose_double_proxy_and_a_client_without_certificate_does_n
     let through = wait_until(Duration::from_secs(20), Duration::from_millis(500), || {
         let out = output(
             Command::new("psql")
-                .args(psql_args("127.0.0.1", stack.port, "select 40+2"))
+                .args(psql_args("127.0.0.1", port, "select 40+2"))
                 .env("PGPASSWORD", PASSWORD)
                 .env("PGCONNECT_TIMEOUT", "5"),
         );
