@@ -7,7 +7,7 @@
 //! accept connections or manage pools (that is `listener` and `cluster`).
 
 mod forward;
-mod headers;
+pub mod headers;
 mod local;
 pub mod normalize;
 pub mod observe;
