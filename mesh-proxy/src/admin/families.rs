@@ -52,6 +52,10 @@ pub(super) const FAMILIES: &[Family] = &[
         "http_downstream_cx_overflow",
         "Downstream connections closed at accept by max_connections.",
     ),
+    gauge(
+        "http_downstream_cx_parked",
+        "Idle HTTP/1.1 downstream connections parked without parser buffers.",
+    ),
     counter("tls_handshakes", "Downstream TLS handshakes completed."),
     counter(
         "tls_handshake_failures",

@@ -151,6 +151,11 @@ impl Stats {
                 "http_downstream_cx_overflow",
                 &s.downstream_cx_overflow,
             ),
+            (
+                "downstream_cx_parked",
+                "http_downstream_cx_parked",
+                &s.downstream_cx_parked,
+            ),
         ];
         for (stat, family, v) in cx {
             self.add(format!("{p}{stat}"), Some(family), lab(), load(v));

@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use bytes::{Buf, Bytes};
 use pin_project_lite::pin_project;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Instant;
@@ -53,16 +54,43 @@ impl Activity {
 }
 
 pin_project! {
+    /// Records activity on the connection, and first hands out `replay`:
+    /// bytes already read from it (a sniffed preface, or what the HTTP/1.1
+    /// parser had buffered when its connection was parked).
     pub struct ActivityIo<T> {
         #[pin]
         inner: T,
         activity: Arc<Activity>,
+        replay: Bytes,
     }
 }
 
 impl<T> ActivityIo<T> {
     pub fn new(inner: T, activity: Arc<Activity>) -> Self {
-        Self { inner, activity }
+        Self {
+            inner,
+            activity,
+            replay: Bytes::new(),
+        }
+    }
+
+    /// Puts `bytes` in front of what is still to be read.
+    pub fn unread(&mut self, bytes: Bytes) {
+        if bytes.is_empty() {
+            return;
+        }
+        self.replay = if self.replay.is_empty() {
+            bytes
+        } else {
+            let mut joined = Vec::with_capacity(bytes.len() + self.replay.len());
+            joined.extend_from_slice(&bytes);
+            joined.extend_from_slice(&self.replay);
+            Bytes::from(joined)
+        };
+    }
+
+    pub fn has_unread(&self) -> bool {
+        !self.replay.is_empty()
     }
 }
 
@@ -73,6 +101,12 @@ impl<T: AsyncRead> AsyncRead for ActivityIo<T> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.project();
+        if !this.replay.is_empty() {
+            let n = this.replay.len().min(buf.remaining());
+            buf.put_slice(&this.replay[..n]);
+            this.replay.advance(n);
+            return Poll::Ready(Ok(()));
+        }
         let before = buf.filled().len();
         let res = this.inner.poll_read(cx, buf);
         if buf.filled().len() != before {
@@ -150,5 +184,19 @@ mod tests {
             waited >= Duration::from_secs(28) && waited < Duration::from_secs(29),
             "{waited:?}"
         );
+    }
+
+    #[tokio::test]
+    async fn unread_bytes_come_first_in_order() {
+        let (a, mut b) = tokio::io::duplex(64);
+        let mut io = ActivityIo::new(a, Activity::new());
+        io.unread(Bytes::from_static(b"world"));
+        io.unread(Bytes::from_static(b"hello "));
+        assert!(io.has_unread());
+        b.write_all(b"!").await.expect("write");
+        let mut got = [0u8; 12];
+        io.read_exact(&mut got).await.expect("read");
+        assert_eq!(&got, b"hello world!");
+        assert!(!io.has_unread());
     }
 }

@@ -48,6 +48,8 @@ pub struct HttpStats {
     pub downstream_cx_active: AtomicU64,
     /// Connections closed at accept because `max_connections` was reached.
     pub downstream_cx_overflow: AtomicU64,
+    /// Idle HTTP/1.1 connections parked without parser buffers (gauge).
+    pub downstream_cx_parked: AtomicU64,
     /// The last local replies, for the admin dashboard.
     pub local_replies: crate::telemetry::local_replies::LocalReplyLog,
 }
@@ -82,6 +84,15 @@ pub struct Downstream {
     pub draining: std::sync::atomic::AtomicBool,
     /// Whether this connection speaks HTTP/2 (known from its first request).
     pub is_http2: std::sync::atomic::AtomicBool,
+    /// Requests whose response has not been fully sent yet (the listener
+    /// parks an HTTP/1.1 connection only when this is zero).
+    pub open_requests: std::sync::atomic::AtomicU32,
+    /// Requests received on this connection so far.
+    pub requests: AtomicU64,
+    /// The upstream side of an HTTP/1.1 upgrade the upstream accepted (101):
+    /// once the 101 is written, the listener joins it to the downstream
+    /// connection.
+    pub upgrade: std::sync::Mutex<Option<hyper::upgrade::OnUpgrade>>,
 }
 
 impl Downstream {
@@ -97,6 +108,9 @@ impl Downstream {
             peer_identity: None,
             draining: std::sync::atomic::AtomicBool::new(false),
             is_http2: std::sync::atomic::AtomicBool::new(false),
+            open_requests: std::sync::atomic::AtomicU32::new(0),
+            requests: AtomicU64::new(0),
+            upgrade: std::sync::Mutex::new(None),
         }
     }
 }
@@ -232,7 +246,7 @@ fn authority(req: &Request<Incoming>) -> Result<HeaderValue, ProxyError> {
 async fn proxy(
     ctx: &HttpContext,
     down: &Downstream,
-    mut req: Request<Incoming>,
+    req: Request<Incoming>,
     mut obs: Option<&mut Exchange>,
 ) -> Result<Response<ResponseBody>, ProxyError> {
     if !down.is_allowed {
@@ -278,10 +292,9 @@ async fn proxy(
         action => action.cluster().ok_or(ProxyError::NoRoute)?,
     };
 
-    let upgrade = (req.version() == Version::HTTP_11
+    let upgrade = req.version() == Version::HTTP_11
         && headers::wants_upgrade(req.headers())
-        && cluster.protocol() == UpstreamProtocol::Http1)
-        .then(|| hyper::upgrade::on(&mut req));
+        && cluster.protocol() == UpstreamProtocol::Http1;
     let (mut parts, body) = req.into_parts();
 
     // The upstream request reuses the downstream head: only what changes is rewritten.
@@ -299,7 +312,7 @@ async fn proxy(
     };
     let host_value = route.host_rewrite.clone().unwrap_or(authority);
     let h = &mut parts.headers;
-    headers::strip_hop_by_hop(h, upgrade.is_some());
+    headers::strip_hop_by_hop(h, upgrade);
     // Only the mTLS ingress may tell the app who called; a client's own
     // value is never passed on.
     match &down.xfcc {
@@ -395,10 +408,12 @@ async fn proxy(
         x.upstream_ms = Some(upstream_ms);
     }
 
-    if let Some(on_downstream) =
-        upgrade.filter(|_| resp.status() == StatusCode::SWITCHING_PROTOCOLS)
-    {
-        spawn_tunnel(on_downstream, hyper::upgrade::on(&mut resp));
+    if upgrade && resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+        // The listener joins the two sides once the 101 is written.
+        let upstream = hyper::upgrade::on(&mut resp);
+        if let Ok(mut slot) = down.upgrade.lock() {
+            *slot = Some(upstream);
+        }
         headers::strip_hop_by_hop(resp.headers_mut(), true);
     } else {
         headers::strip_hop_by_hop(resp.headers_mut(), false);
@@ -423,23 +438,4 @@ fn direct_response(
     *resp.status_mut() = status;
     headers::apply_mutations(resp.headers_mut(), &route.response_headers);
     resp
-}
-
-/// Joins the two upgraded connections (WebSocket and friends) once both
-/// sides have switched protocols.
-fn spawn_tunnel(downstream: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnUpgrade) {
-    tokio::spawn(async move {
-        let (down, up) = match tokio::try_join!(downstream, upstream) {
-            Ok(pair) => pair,
-            Err(e) => {
-                tracing::debug!(error = %e, "upgrade failed");
-                return;
-            }
-        };
-        let mut down = hyper_util::rt::TokioIo::new(down);
-        let mut up = hyper_util::rt::TokioIo::new(up);
-        if let Err(e) = tokio::io::copy_bidirectional(&mut down, &mut up).await {
-            tracing::debug!(error = %e, "upgraded connection ended with an error");
-        }
-    });
 }

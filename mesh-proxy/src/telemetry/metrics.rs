@@ -175,6 +175,12 @@ impl<'a> ActiveGuard<'a> {
         active.fetch_add(1, Ordering::Relaxed);
         Self(active)
     }
+
+    /// Counts in `active` alone (a gauge with no total).
+    pub fn gauge(active: &'a AtomicU64) -> Self {
+        active.fetch_add(1, Ordering::Relaxed);
+        Self(active)
+    }
 }
 
 impl Drop for ActiveGuard<'_> {
