@@ -199,7 +199,9 @@ async fn checkout_h1(
                     return Ok(tx);
                 }
             }
-            None => return connect_h1(shared, endpoint).await,
+            // Boxed: connecting (TCP, TLS, handshake) is the cold path, and
+            // its state would otherwise grow every request's future.
+            None => return Box::pin(connect_h1(shared, endpoint)).await,
         }
     }
 }
@@ -215,7 +217,7 @@ async fn checkout_h2(
             match endpoint.pool.shared_h2() {
                 Some(tx) => tx,
                 None => {
-                    let tx = connect_h2(shared, endpoint).await?;
+                    let tx = Box::pin(connect_h2(shared, endpoint)).await?;
                     *lock(&endpoint.pool.h2) = Some(H2Conn {
                         tx: tx.clone(),
                         last_used: Instant::now(),
