@@ -94,11 +94,16 @@ fn run(
         Some(n) => n,
         None => std::thread::available_parallelism().map_or(1, |n| n.get()),
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(threads)
-        .thread_name("mesh-worker")
-        .enable_all()
-        .build()?;
+    // One worker: a current-thread runtime, with no work-stealing queues or
+    // cross-thread wake-ups on the request path (bench/run measures both).
+    let mut builder = if threads == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(threads);
+        b
+    };
+    let runtime = builder.thread_name("mesh-worker").enable_all().build()?;
     let config_path = cli.config.clone();
     runtime.block_on(async move {
         // Bind inside the runtime (tokio sockets need its reactor), but
