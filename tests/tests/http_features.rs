@@ -258,6 +258,29 @@ async fn rewrites_and_header_mutations_apply_both_ways() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http10_without_host_goes_upstream_with_the_cluster_name_as_host() {
+    let ledger = LedgerUpstream::start().await.expect("ledger");
+    let port = free_port();
+    let cfg = ConfigBuilder::new()
+        .http_listener("main", port, vec![route_prefix("/", "orders")])
+        .cluster("orders", &[ledger.addr()]);
+    let _proxy = start(&cfg, port).await;
+    for _ in 0..2 {
+        let reply = mesh_tests::raw_exchange(
+            std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+            b"GET /x HTTP/1.0\r\n\r\n",
+            Duration::from_secs(5),
+        )
+        .await
+        .expect("exchange");
+        assert_eq!(reply.status(), Some(200), "{}", reply.text());
+    }
+    let entries = ledger.entries();
+    assert_eq!(entries.len(), 2);
+    assert!(entries.iter().all(|e| e.header("host") == Some("orders")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn request_id_is_generated_when_absent_and_sent_both_ways() {
     let ledger = LedgerUpstream::start().await.expect("ledger");
     let port = free_port();

@@ -310,7 +310,15 @@ async fn proxy(
         (_, _, None) => PathAndQuery::try_from(upstream_path.as_ref())
             .map_err(|_| ProxyError::BadRequest("invalid request target"))?,
     };
-    let host_value = route.host_rewrite.clone().unwrap_or(authority);
+    // An HTTP/1.0 request without Host goes upstream with the cluster's
+    // name as its Host (nginx sends its upstream's name): many servers
+    // answer an empty Host with 400 and close the pooled connection.
+    let host_value = match route.host_rewrite.clone() {
+        Some(h) => h,
+        None if authority.is_empty() => HeaderValue::from_str(cluster.name())
+            .map_err(|_| ProxyError::BadRequest("invalid host"))?,
+        None => authority,
+    };
     let h = &mut parts.headers;
     headers::strip_hop_by_hop(h, upgrade);
     // Only the mTLS ingress may tell the app who called; a client's own
