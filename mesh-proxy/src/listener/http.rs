@@ -38,7 +38,7 @@ const DRAIN_QUIET: Duration = Duration::from_millis(300);
 
 /// An HTTP/1.1 connection with no open request, quiet for this long, gives
 /// its parser buffers back (see the module docs).
-pub const PARK_AFTER: Duration = Duration::from_millis(250);
+pub const PARK_AFTER: Duration = Duration::from_millis(50);
 
 /// The HTTP/2 client connection preface (RFC 9113 §3.4).
 const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
