@@ -170,11 +170,18 @@ impl HttpServer {
     {
         let limits = &self.ctx.limits;
         let mut buf = [0u8; H2_PREFACE.len()];
-        let n = tokio::select! {
-            biased;
-            _ = drain.signaled() => return None,
-            read = io.read(&mut buf) => read.ok().filter(|&n| n > 0)?,
-            _ = activity.idle_for(limits.idle_timeout) => return None,
+        // While draining, a connection is closed once quiet for
+        // DRAIN_QUIET, as a busy one is: closing it at once would reset a
+        // request already on its way.
+        let mut draining = drain.is_draining();
+        let n = loop {
+            tokio::select! {
+                biased;
+                read = io.read(&mut buf) => break read.ok().filter(|&n| n > 0)?,
+                _ = drain.signaled(), if !draining => draining = true,
+                _ = activity.idle_for(DRAIN_QUIET), if draining => return None,
+                _ = activity.idle_for(limits.idle_timeout) => return None,
+            }
         };
         let mut len = n;
         if sniff {
@@ -234,6 +241,11 @@ impl HttpServer {
         // header deadline.
         let mut park_after_request: Option<u64> = None;
         loop {
+            // Woken while draining: its responses must say `Connection: close`.
+            if !draining && drain.is_draining() {
+                draining = true;
+                down.draining.store(true, Ordering::Relaxed);
+            }
             // Boxed, so that a parked connection's task does not keep room
             // for it.
             let mut conn = Box::new(self.h1.serve_connection(TokioIo::new(io), service));
@@ -473,17 +485,17 @@ listeners:
         Arc::new(HttpServer::new(ctx, None))
     }
 
-    /// Serves one in-memory connection; returns the client's end.
-    fn connect(server: &Arc<HttpServer>) -> DuplexStream {
+    /// Serves one in-memory connection; returns the client's end and the
+    /// proxy's drain trigger.
+    fn connect(server: &Arc<HttpServer>) -> (DuplexStream, super::super::DrainTrigger) {
         let (client, conn) = tokio::io::duplex(64 * 1024);
-        let (_trigger, drain) = Drain::new();
+        let (trigger, drain) = Drain::new();
         let server = Arc::clone(server);
         tokio::spawn(async move {
-            let _trigger = _trigger;
             let down = Downstream::new(SocketAddr::from(([127, 0, 0, 1], 1)));
             server.serve_io(conn, down, drain, Protocol::Sniff).await;
         });
-        client
+        (client, trigger)
     }
 
     /// Reads `n` responses whose body is `ok`.
@@ -508,7 +520,7 @@ listeners:
     #[tokio::test(start_paused = true)]
     async fn an_idle_keep_alive_connection_is_parked_and_wakes_for_the_next_request() {
         let server = server();
-        let mut client = connect(&server);
+        let (mut client, _drain) = connect(&server);
         client
             .write_all(b"GET /a HTTP/1.1\r\nHost: t\r\n\r\n")
             .await
@@ -532,7 +544,7 @@ listeners:
     #[tokio::test(start_paused = true)]
     async fn half_a_request_head_survives_parking_and_the_request_completes() {
         let server = server();
-        let mut client = connect(&server);
+        let (mut client, _drain) = connect(&server);
         client.write_all(b"GET /a HT").await.expect("write");
         // Quiet long enough to park: the buffered half goes back in front
         // of the socket, and no second park follows until the request.
@@ -550,7 +562,7 @@ listeners:
     #[tokio::test(start_paused = true)]
     async fn a_request_still_open_keeps_its_connection_unparked() {
         let server = server();
-        let mut client = connect(&server);
+        let (mut client, _drain) = connect(&server);
         // A body announced and not sent: the request stays open with
         // nothing moving, as a long poll would.
         client
@@ -558,6 +570,51 @@ listeners:
             .await
             .expect("write");
         tokio::time::sleep(PARK_AFTER * 4).await;
+        assert_eq!(parked(&server), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_parked_connection_woken_during_a_drain_is_answered_then_closed() {
+        let server = server();
+        let (mut client, drain) = connect(&server);
+        client
+            .write_all(b"GET /a HTTP/1.1\r\nHost: t\r\n\r\n")
+            .await
+            .expect("write");
+        read_ok(&mut client, 1).await;
+        tokio::time::sleep(PARK_AFTER * 2).await;
+        assert_eq!(parked(&server), 1);
+        drain.start();
+        // A request already on its way when the drain began is answered,
+        // with `Connection: close`, and the connection then ends.
+        tokio::time::sleep(DRAIN_QUIET / 10).await;
+        client
+            .write_all(b"GET /b HTTP/1.1\r\nHost: t\r\n\r\n")
+            .await
+            .expect("write");
+        let mut got = Vec::new();
+        client.read_to_end(&mut got).await.expect("read");
+        let text = String::from_utf8_lossy(&got).to_ascii_lowercase();
+        assert!(text.starts_with("http/1.1 200 ok\r\n"), "{text}");
+        assert!(text.contains("\r\nconnection: close\r\n"), "{text}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_parked_connection_left_quiet_during_a_drain_is_closed() {
+        let server = server();
+        let (mut client, drain) = connect(&server);
+        client
+            .write_all(b"GET /a HTTP/1.1\r\nHost: t\r\n\r\n")
+            .await
+            .expect("write");
+        read_ok(&mut client, 1).await;
+        tokio::time::sleep(PARK_AFTER * 2).await;
+        drain.start();
+        let started = tokio::time::Instant::now();
+        let mut rest = Vec::new();
+        client.read_to_end(&mut rest).await.expect("read");
+        assert!(rest.is_empty(), "{rest:?}");
+        assert!(started.elapsed() <= DRAIN_QUIET, "{:?}", started.elapsed());
         assert_eq!(parked(&server), 0);
     }
 }
