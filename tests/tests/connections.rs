@@ -660,3 +660,77 @@ async fn connect_timeout_bounds_an_unresponsive_endpoint() {
     let secs: f64 = secs.parse().expect("time");
     assert!((0.25..1.5).contains(&secs), "{secs}");
 }
+
+/// An idle keep-alive connection is parked (hyper's buffers given back;
+/// `downstream_cx_parked` counts it) and serves its next request as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_keep_alive_connections_are_parked_and_still_serve() {
+    let ledger = LedgerUpstream::start().await.expect("ledger");
+    let port = free_port();
+    let admin = free_port();
+    let cfg = ConfigBuilder::new()
+        .admin(admin)
+        .http_listener("main", port, vec![route_prefix("/", "up")])
+        .cluster("up", &[ledger.addr()]);
+    let _proxy = start(&cfg, &[port, admin]).await;
+    let parked = || mesh_tests::admin_stat(admin, "http.main.downstream_cx_parked");
+    let mut conns = Vec::new();
+    for i in 0..3 {
+        let mut s = TcpStream::connect(local(port)).await.expect("connect");
+        let req = format!("GET /first/{i} HTTP/1.1\r\nHost: t\r\n\r\n");
+        s.write_all(req.as_bytes()).await.expect("write");
+        read_one_response(&mut s).await;
+        conns.push(s);
+    }
+    assert!(
+        mesh_tests::wait_until_ok(
+            Duration::from_secs(5),
+            Duration::from_millis(20),
+            || async { parked().await == Some(3) }
+        )
+        .await,
+        "parked: {:?}",
+        parked().await
+    );
+    for (i, s) in conns.iter_mut().enumerate() {
+        let req = format!("GET /second/{i} HTTP/1.1\r\nHost: t\r\n\r\n");
+        s.write_all(req.as_bytes()).await.expect("write");
+        read_one_response(s).await;
+    }
+    let targets: Vec<String> = ledger.entries().iter().map(|e| e.target.clone()).collect();
+    for i in 0..3 {
+        assert!(targets.contains(&format!("/second/{i}")), "{targets:?}");
+    }
+    assert_eq!(
+        ledger.connections_accepted(),
+        1,
+        "the upstream connection is pooled"
+    );
+}
+
+/// Reads one HTTP/1.1 200 response with a Content-Length body.
+async fn read_one_response(s: &mut TcpStream) {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+            .await
+            .expect("a response within 5 s")
+            .expect("read");
+        assert!(n > 0, "closed: {}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&got).to_ascii_lowercase();
+        let Some(head_end) = text.find("\r\n\r\n") else {
+            continue;
+        };
+        let len: usize = text[..head_end]
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length: "))
+            .and_then(|v| v.trim().parse().ok())
+            .expect("content-length");
+        if got.len() >= head_end + 4 + len {
+            assert!(text.starts_with("http/1.1 200 "), "{text}");
+            return;
+        }
+    }
+}
