@@ -517,18 +517,26 @@ listeners:
         server.stats().downstream_cx_parked.load(Ordering::Relaxed)
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn an_idle_keep_alive_connection_is_parked_and_wakes_for_the_next_request() {
-        let server = server();
-        let (mut client, _drain) = connect(&server);
+    /// A connection that served one request and has since been parked.
+    async fn parked_connection(
+        server: &Arc<HttpServer>,
+    ) -> (DuplexStream, super::super::DrainTrigger) {
+        let (mut client, drain) = connect(server);
         client
             .write_all(b"GET /a HTTP/1.1\r\nHost: t\r\n\r\n")
             .await
             .expect("write");
         read_ok(&mut client, 1).await;
-        assert_eq!(parked(&server), 0, "parked while a response was fresh");
+        assert_eq!(parked(server), 0, "parked while a response was fresh");
         tokio::time::sleep(PARK_AFTER * 2).await;
-        assert_eq!(parked(&server), 1);
+        assert_eq!(parked(server), 1);
+        (client, drain)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_idle_keep_alive_connection_is_parked_and_wakes_for_the_next_request() {
+        let server = server();
+        let (mut client, _drain) = parked_connection(&server).await;
 
         // Two pipelined requests wake it, and both are answered in order.
         client
@@ -576,14 +584,7 @@ listeners:
     #[tokio::test(start_paused = true)]
     async fn a_parked_connection_woken_during_a_drain_is_answered_then_closed() {
         let server = server();
-        let (mut client, drain) = connect(&server);
-        client
-            .write_all(b"GET /a HTTP/1.1\r\nHost: t\r\n\r\n")
-            .await
-            .expect("write");
-        read_ok(&mut client, 1).await;
-        tokio::time::sleep(PARK_AFTER * 2).await;
-        assert_eq!(parked(&server), 1);
+        let (mut client, drain) = parked_connection(&server).await;
         drain.start();
         // A request already on its way when the drain began is answered,
         // with `Connection: close`, and the connection then ends.
@@ -602,13 +603,7 @@ listeners:
     #[tokio::test(start_paused = true)]
     async fn a_parked_connection_left_quiet_during_a_drain_is_closed() {
         let server = server();
-        let (mut client, drain) = connect(&server);
-        client
-            .write_all(b"GET /a HTTP/1.1\r\nHost: t\r\n\r\n")
-            .await
-            .expect("write");
-        read_ok(&mut client, 1).await;
-        tokio::time::sleep(PARK_AFTER * 2).await;
+        let (mut client, drain) = parked_connection(&server).await;
         drain.start();
         let started = tokio::time::Instant::now();
         let mut rest = Vec::new();
