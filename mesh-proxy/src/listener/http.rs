@@ -155,7 +155,8 @@ impl HttpServer {
 
     /// Waits for the client's next bytes and keeps them for the parser:
     /// `None` if the connection closed, stayed idle for the listener's
-    /// `idle_timeout` or the proxy is draining. With `sniff`, reads on until
+    /// `idle_timeout`, or stayed quiet for `DRAIN_QUIET` while the proxy
+    /// drains. With `sniff`, reads on until
     /// the bytes are known to be, or not to be, the HTTP/2 preface, and
     /// says which.
     async fn first_bytes<I>(
