@@ -21,4 +21,7 @@ pub use config::{
 };
 pub use fault::{FaultRequest, FaultUpstream, last_segment};
 pub use ledger::{LedgerEntry, LedgerUpstream, big_body_sha256, sha256_hex};
-pub use process::{ProxyBuilder, ProxyProcess, RunOutput, bin_path, free_port, run_validate};
+pub use process::{
+    ProxyBuilder, ProxyProcess, RefusingPort, RunOutput, bin_path, free_port, refusing_port,
+    run_validate,
+};

@@ -24,6 +24,32 @@ pub fn free_port() -> u16 {
         .expect("binding 127.0.0.1:0 to find a free port")
 }
 
+/// A loopback port that refuses connections, held for as long as this
+/// lives: bound but never listening, so no other test's listener can take
+/// it (a [`free_port`] used as a "dead" endpoint can be taken meanwhile).
+pub struct RefusingPort {
+    _socket: socket2::Socket,
+    pub port: u16,
+}
+
+pub fn refusing_port() -> RefusingPort {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
+        .expect("a TCP socket");
+    socket
+        .bind(&std::net::SocketAddr::from(([127, 0, 0, 1], 0)).into())
+        .expect("binding 127.0.0.1:0");
+    let port = socket
+        .local_addr()
+        .ok()
+        .and_then(|a| a.as_socket())
+        .map(|a| a.port())
+        .expect("a bound port");
+    RefusingPort {
+        _socket: socket,
+        port,
+    }
+}
+
 /// Path of a workspace binary: `$MESH_BIN_DIR/NAME` if set, else next to the
 /// running test's `deps/` folder (`target/debug/NAME`).
 pub fn bin_path(name: &str) -> anyhow::Result<PathBuf> {

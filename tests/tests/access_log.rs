@@ -25,13 +25,13 @@ struct Setup {
     proxy: ProxyProcess,
     ledger: LedgerUpstream,
     port: u16,
-    dead: u16,
+    dead: mesh_tests::RefusingPort,
 }
 
 impl Setup {
     async fn start(access_log: Value, extra: &[(&str, Value)]) -> Self {
         let ledger = LedgerUpstream::start().await.expect("ledger");
-        let (port, dead) = (free_port(), free_port());
+        let (port, dead) = (free_port(), mesh_tests::refusing_port());
         let mut cfg = ConfigBuilder::new()
             .http_listener(
                 "main",
@@ -41,7 +41,7 @@ impl Setup {
             .cluster("up", &[ledger.addr()])
             .cluster_with(
                 "dead",
-                &[format!("127.0.0.1:{dead}")],
+                &[format!("127.0.0.1:{}", dead.port)],
                 json!({"connect_timeout": "1s"}),
             )
             .set("access_log", access_log);
@@ -304,7 +304,11 @@ async fn json_lines_to_a_file_carry_every_field() {
     assert_eq!(v["response_flags"], "UF", "{v}");
     assert_eq!(v["method"], "GET", "{v}");
     assert_eq!(v["path"], "/dead/x", "{v}");
-    assert_eq!(v["upstream_host"], format!("127.0.0.1:{}", s.dead), "{v}");
+    assert_eq!(
+        v["upstream_host"],
+        format!("127.0.0.1:{}", s.dead.port),
+        "{v}"
+    );
     assert_eq!(
         v["downstream_remote_address"],
         format!("127.0.0.1:{}", uf.local_port),
@@ -431,7 +435,7 @@ async fn text_is_envoys_default_line() {
     assert_eq!(field(&f, "X-REQUEST-ID"), "req-text-uf", "{line}");
     assert_eq!(
         field(&f, "UPSTREAM_HOST"),
-        format!("127.0.0.1:{}", s.dead),
+        format!("127.0.0.1:{}", s.dead.port),
         "{line}"
     );
     assert_eq!(read(&path).lines().count(), 2, "{}", read(&path));
@@ -530,7 +534,7 @@ async fn custom_format_string_renders_each_operator() {
             &uf,
             "503",
             "UF",
-            format!("127.0.0.1:{}", s.dead),
+            format!("127.0.0.1:{}", s.dead.port),
             0,
         ),
     ] {

@@ -49,7 +49,7 @@ async fn statuses(url: &str, n: usize) -> Vec<u16> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn o14_post_is_never_retried_after_reaching_upstream_but_get_is() {
     let fault = FaultUpstream::start().await.expect("fault");
-    let dead = free_port();
+    let dead = mesh_tests::refusing_port();
     let port = free_port();
     let cfg = ConfigBuilder::new()
         .http_listener(
@@ -61,7 +61,7 @@ async fn o14_post_is_never_retried_after_reaching_upstream_but_get_is() {
             ],
         )
         .cluster("fault", &[fault.addr()])
-        .cluster("dead", &[format!("127.0.0.1:{dead}")]);
+        .cluster("dead", &[format!("127.0.0.1:{}", dead.port)]);
     let _proxy = start(&cfg, port).await;
     let base = format!("http://127.0.0.1:{port}");
 
@@ -118,7 +118,7 @@ async fn retried_503_succeeds_on_another_endpoint_and_reports_attempts() {
 async fn dead_and_flapping_endpoints_cost_zero_failed_requests() {
     let good = LedgerUpstream::start().await.expect("good");
     let flapping = FaultUpstream::start().await.expect("flapping");
-    let dead = free_port();
+    let dead = mesh_tests::refusing_port();
     let port = free_port();
     let route = route_prefix("/", "svc").with("timeout", "3s").with(
         "retry",
@@ -127,7 +127,7 @@ async fn dead_and_flapping_endpoints_cost_zero_failed_requests() {
     );
     let cfg = ConfigBuilder::new().http_listener("main", port, vec![route]).cluster_with(
         "svc",
-        &[good.addr().to_string(), flapping.addr().to_string(), format!("127.0.0.1:{dead}")],
+        &[good.addr().to_string(), flapping.addr().to_string(), format!("127.0.0.1:{}", dead.port)],
         json!({"outlier_detection": {"consecutive_5xx": 3, "consecutive_gateway_failure": 3, "base_ejection_time": "2s", "max_ejection_percent": 67},
                "circuit_breaker": {"max_retries": 16}}),
     );

@@ -148,12 +148,12 @@ async fn stat(admin: u16, name: &str) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_collector_costs_no_request_and_every_span_is_accounted_for() {
     let ledger = mesh_tests::LedgerUpstream::start().await.expect("ledger");
-    let (port, admin, dead) = (free_port(), free_port(), free_port());
+    let (port, admin, dead) = (free_port(), free_port(), mesh_tests::refusing_port());
     let cfg = ConfigBuilder::new()
         .admin(admin)
         .set(
             "tracing",
-            json!({"otlp_endpoint": format!("http://127.0.0.1:{dead}"), "protocol": "http"}),
+            json!({"otlp_endpoint": format!("http://127.0.0.1:{}", dead.port), "protocol": "http"}),
         )
         .http_listener("main", port, vec![route_prefix("/", "up")])
         .cluster("up", &[ledger.addr()]);
