@@ -52,17 +52,12 @@ pub fn filter(level: &str, components: Option<&str>) -> Result<EnvFilter, String
         let (name, lvl) = item
             .split_once('=')
             .ok_or_else(|| format!("--component-log-level: expected NAME=LEVEL, got \"{item}\""))?;
-        let target = COMPONENTS
-            .iter()
-            .find(|(n, _)| *n == name.trim())
-            .map(|(_, t)| *t)
-            .ok_or_else(|| {
-                let names: Vec<&str> = COMPONENTS.iter().map(|(n, _)| *n).collect();
-                format!(
-                    "--component-log-level: unknown component \"{name}\" (known: {})",
-                    names.join(", ")
-                )
-            })?;
+        let target = component_module(name).ok_or_else(|| {
+            format!(
+                "--component-log-level: unknown component \"{name}\" (known: {})",
+                component_names()
+            )
+        })?;
         directives.push_str(&format!(",{target}={}", lvl.trim()));
     }
     EnvFilter::try_new(&directives).map_err(|e| format!("invalid log level: {e}"))
@@ -182,15 +177,24 @@ impl LogControl {
 }
 
 fn component_target(name: &str) -> Result<&'static str, String> {
+    component_module(name).ok_or_else(|| {
+        format!(
+            "unknown component \"{name}\" (known: level, {})",
+            component_names()
+        )
+    })
+}
+
+/// The module a `COMPONENTS` name stands for.
+fn component_module(name: &str) -> Option<&'static str> {
     COMPONENTS
         .iter()
         .find(|(n, _)| *n == name.trim())
         .map(|(_, t)| *t)
-        .ok_or_else(|| {
-            let names: Vec<&str> = COMPONENTS.iter().map(|(n, _)| *n).collect();
-            format!(
-                "unknown component \"{name}\" (known: level, {})",
-                names.join(", ")
-            )
-        })
+}
+
+/// The `COMPONENTS` names, comma-separated (for error messages).
+fn component_names() -> String {
+    let names: Vec<&str> = COMPONENTS.iter().map(|(n, _)| *n).collect();
+    names.join(", ")
 }
