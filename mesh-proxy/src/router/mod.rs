@@ -133,13 +133,14 @@ pub async fn handle(
             id
         }
     };
-    // Reference-counted copies, for the record of a local reply.
+    // Reference-counted copies, for the record of a local reply; `proxy`
+    // reads the target from this one too.
     let (method, uri) = (req.method().clone(), req.uri().clone());
     let mut exchange = ctx
         .observe
         .as_ref()
         .map(|o| o.begin(&req, down.peer, &ctx.listener, down.peer_identity.clone()));
-    let mut resp = match proxy(&ctx, &down, req, exchange.as_deref_mut()).await {
+    let mut resp = match proxy(&ctx, &down, req, &uri, exchange.as_deref_mut()).await {
         Ok(mut resp) => {
             if let Some(noted) = resp.extensions_mut().remove::<local::Noted>() {
                 local::record(&ctx, noted, resp.status(), &method, &uri);
@@ -247,16 +248,17 @@ async fn proxy(
     ctx: &HttpContext,
     down: &Downstream,
     req: Request<Incoming>,
+    uri: &Uri,
     mut obs: Option<&mut Exchange>,
 ) -> Result<Response<ResponseBody>, ProxyError> {
     if !down.is_allowed {
         return Err(ProxyError::Unauthorized);
     }
     check_limits(&req, &ctx.limits)?;
-    // Owned, cheap (reference-counted) copies, so the checks below can borrow
-    // them while the request itself is taken apart.
+    // An owned, cheap (reference-counted) copy, so the checks below can
+    // borrow it while the request itself is taken apart; `uri` is the
+    // caller's copy of the target, for the same reason.
     let authority = authority(&req)?;
-    let uri = req.uri().clone();
     let authority_str = authority
         .to_str()
         .map_err(|_| ProxyError::BadRequest("invalid host"))?;
