@@ -6,6 +6,7 @@
 
 pub mod client;
 pub mod config;
+pub mod demo;
 pub mod fault;
 pub mod ledger;
 pub mod process;
@@ -19,6 +20,7 @@ pub use config::{
     ConfigBuilder, JsonExt, profile_limits, route_path, route_path_direct, route_prefix,
     route_prefix_direct,
 };
+pub use demo::assert_demo_chain;
 pub use fault::{FaultRequest, FaultUpstream, last_segment};
 pub use ledger::{LedgerEntry, LedgerUpstream, big_body_sha256, sha256_hex};
 pub use process::{

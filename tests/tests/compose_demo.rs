@@ -170,35 +170,7 @@ fn compose_demo_serves_traces_and_refuses_a_rogue_certificate() {
         stack.service_logs("jaeger")
     );
     let trace = trace.unwrap_or_default();
-    let spans = trace["spans"].as_array().cloned().unwrap_or_default();
-    let by = |service: &str, kind: &str| {
-        spans
-            .iter()
-            .find(|s| s["service"] == service && s["kind"] == kind)
-            .cloned()
-            .unwrap_or_else(|| panic!("no {kind} span of {service} in {trace}"))
-    };
-    let (e, ws, wc, api) = (
-        by("edge", "CLIENT"),
-        by("web", "SERVER"),
-        by("web", "CLIENT"),
-        by("api", "SERVER"),
-    );
-    assert!(e["parent_span_id"].is_null(), "{trace}");
-    assert_eq!(ws["parent_span_id"], e["span_id"], "{trace}");
-    assert_eq!(
-        wc["parent_span_id"], ws["span_id"],
-        "web forwarded the context: {trace}"
-    );
-    assert_eq!(api["parent_span_id"], wc["span_id"], "{trace}");
-    assert_eq!(
-        ws["attributes"]["mesh.peer_identity"], "spiffe://mesh.local/edge",
-        "{trace}"
-    );
-    assert_eq!(
-        api["attributes"]["mesh.peer_identity"], "spiffe://mesh.local/web",
-        "{trace}"
-    );
+    mesh_tests::assert_demo_chain(&trace);
     stack.progress("one trace: edge CLIENT → web SERVER → web CLIENT → api SERVER");
 
     // A container on the stack's own network with a rogue certificate.

@@ -211,35 +211,7 @@ async fn mesh_cli_up_runs_the_demo_traces_a_request_and_stops_everything() {
         traces.display()
     );
     let trace = trace.unwrap_or_default();
-    let spans = trace["spans"].as_array().cloned().unwrap_or_default();
-    let by = |service: &str, kind: &str| {
-        spans
-            .iter()
-            .find(|s| s["service"] == service && s["kind"] == kind)
-            .cloned()
-            .unwrap_or_else(|| panic!("no {kind} span of {service} in {trace}"))
-    };
-    let (e, ws, wc, api) = (
-        by("edge", "CLIENT"),
-        by("web", "SERVER"),
-        by("web", "CLIENT"),
-        by("api", "SERVER"),
-    );
-    assert!(e["parent_span_id"].is_null(), "{trace}");
-    assert_eq!(ws["parent_span_id"], e["span_id"], "{trace}");
-    assert_eq!(
-        wc["parent_span_id"], ws["span_id"],
-        "web forwarded the context: {trace}"
-    );
-    assert_eq!(api["parent_span_id"], wc["span_id"], "{trace}");
-    assert_eq!(
-        ws["attributes"]["mesh.peer_identity"],
-        "spiffe://mesh.local/edge"
-    );
-    assert_eq!(
-        api["attributes"]["mesh.peer_identity"],
-        "spiffe://mesh.local/web"
-    );
+    mesh_tests::assert_demo_chain(&trace);
 
     // Ctrl-C: everything stops, nothing is left behind, exit 0.
     assert!(signal(up.child.id(), "-INT"), "SIGINT to mesh-cli up");
