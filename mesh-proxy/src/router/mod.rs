@@ -267,6 +267,8 @@ async fn proxy(
     } else {
         normalize::host_for_routing(authority_str)?
     };
+    // One normal form for routing, rewriting and forwarding: routes see it
+    // without `;parameters`, the upstream gets it with them.
     let path = normalize::normalize_path(uri.path())?;
     let table = ctx.routes.load_full();
     let route = table
@@ -300,7 +302,7 @@ async fn proxy(
     let (mut parts, body) = req.into_parts();
 
     // The upstream request reuses the downstream head: only what changes is rewritten.
-    let upstream_path = route.rewrite_path(&path);
+    let upstream_path = route.rewrite_path(&path)?;
     let unchanged = matches!(
         (&path, &upstream_path),
         (Cow::Borrowed(_), Cow::Borrowed(_))

@@ -4,6 +4,7 @@
 //! names were resolved to `Arc<Cluster>` when the table was built, so a
 //! request never looks a cluster up by name.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,6 +14,8 @@ use http::{HeaderMap, HeaderValue, Method, StatusCode};
 use crate::cluster::Cluster;
 use crate::config::{HeaderMutations, HostMatch, PathMatch, RouteAction, RouteMatch, RouteSpec};
 use crate::resilience::{RateLimiter, RetryPolicy};
+
+use super::normalize::{self, TargetError};
 
 pub enum Action {
     Cluster(Arc<Cluster>),
@@ -84,27 +87,16 @@ impl Route {
                 .all(|(name, value)| headers.get_all(name).iter().any(|v| v == value))
     }
 
-    /// The path to send upstream: `rewrite_prefix` replaces the matched
-    /// prefix (prefix routes only).
-    pub fn rewrite_path<'a>(&self, path: &'a str) -> std::borrow::Cow<'a, str> {
+    /// The path to send upstream, from the normalized `path` whose
+    /// `;parameter`-free view this route matched: `rewrite_prefix` replaces
+    /// the matched prefix (prefix routes) or the whole path (exact routes).
+    pub fn rewrite_path<'a>(&self, path: &'a str) -> Result<Cow<'a, str>, TargetError> {
         match (&self.rewrite_prefix, &self.matcher.path) {
             (Some(new), PathMatch::Prefix(old)) => {
-                let rest = &path[old.len()..];
-                let mut out = String::with_capacity(new.len() + rest.len() + 1);
-                out.push_str(new);
-                // Avoid "//" or a missing "/" at the seam.
-                match (out.ends_with('/'), rest.starts_with('/')) {
-                    (true, true) => out.push_str(&rest[1..]),
-                    (false, false) if !rest.is_empty() => {
-                        out.push('/');
-                        out.push_str(rest);
-                    }
-                    _ => out.push_str(rest),
-                }
-                std::borrow::Cow::Owned(out)
+                normalize::rewrite_prefix(path, old.len(), new).map(Cow::Owned)
             }
-            (Some(new), PathMatch::Exact(_)) => std::borrow::Cow::Owned(new.clone()),
-            _ => std::borrow::Cow::Borrowed(path),
+            (Some(new), PathMatch::Exact(_)) => Ok(Cow::Owned(new.clone())),
+            _ => Ok(Cow::Borrowed(path)),
         }
     }
 }
@@ -277,8 +269,31 @@ mod tests {
         let r = t
             .find("h", "/api/users", &Method::GET, &HeaderMap::new())
             .expect("route");
-        assert_eq!(r.rewrite_path("/api/users"), "/users");
-        assert_eq!(r.rewrite_path("/api/"), "/");
+        assert_eq!(r.rewrite_path("/api/users").as_deref(), Ok("/users"));
+        assert_eq!(r.rewrite_path("/api/"), Ok(Cow::Borrowed("/")));
+    }
+
+    #[test]
+    fn a_prefix_matched_through_parameters_is_cut_on_the_same_path() {
+        let mut s = spec(
+            RouteMatch {
+                path: PathMatch::Prefix("/api/v1".into()),
+                ..Default::default()
+            },
+            200,
+        );
+        s.rewrite_prefix = Some("/".into());
+        let t = RouteTable::build("l", &[s], |_| None).expect("table");
+        let path = normalize::normalize_path("/api;xé/v1/users").expect("normal");
+        let routed = normalize::without_params(&path);
+        let r = t
+            .find("h", &routed, &Method::GET, &HeaderMap::new())
+            .expect("route");
+        assert_eq!(r.rewrite_path(&path).as_deref(), Ok("/users"));
+        let r = t
+            .find("h", "/api/v1.", &Method::GET, &HeaderMap::new())
+            .expect("route");
+        assert_eq!(r.rewrite_path("/api/v1."), Err(TargetError::BadRewrite));
     }
 
     #[test]

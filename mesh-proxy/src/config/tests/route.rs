@@ -433,3 +433,44 @@ fn header_mutations_keep_file_order() {
         [HeaderName::from_static("x-debug")]
     );
 }
+
+#[test]
+fn route_paths_must_be_in_the_normal_form_requests_are_matched_in() {
+    for (route, key, part) in [
+        (
+            "{match: {prefix: /a/../b}, cluster: app}",
+            "match.prefix",
+            "'..' segment",
+        ),
+        (
+            "{match: {prefix: //a}, cluster: app}",
+            "match.prefix",
+            "empty",
+        ),
+        ("{match: {path: /a;v=1}, cluster: app}", "match.path", "';'"),
+        (
+            "{match: {prefix: /caf%c3}, cluster: app}",
+            "match.prefix",
+            "upper-case hex",
+        ),
+        (
+            "{match: {prefix: /%61dmin}, cluster: app}",
+            "match.prefix",
+            "decoded",
+        ),
+        (
+            "{match: {prefix: /café}, cluster: app}",
+            "match.prefix",
+            "non-ASCII",
+        ),
+        (
+            "{cluster: app, rewrite_prefix: /v2/./x}",
+            "rewrite_prefix",
+            "'.'",
+        ),
+    ] {
+        route_error(route, key, part);
+    }
+    let r = route_ok("{match: {prefix: /caf%C3%A9/}, cluster: app, rewrite_prefix: /x%20y/}");
+    assert_eq!(r.rewrite_prefix.as_deref(), Some("/x%20y/"));
+}

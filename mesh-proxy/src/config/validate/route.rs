@@ -36,15 +36,9 @@ fn route(
     let action = action(cx, at, &raw, clusters);
     let timeout = cx.duration(at, "timeout", raw.timeout.as_ref(), DEFAULT_TIMEOUT);
     let retry = raw.retry.map(|r| retry::retry(cx, &join(at, "retry"), r));
-    let rewrite_prefix = raw.rewrite_prefix.filter(|p| {
-        let ok = p.starts_with('/');
-        if !ok {
-            cx.error(
-                &join(at, "rewrite_prefix"),
-                format!("invalid prefix \"{p}\": must start with /"),
-            );
-        }
-        ok
+    let rewrite_prefix = raw.rewrite_prefix.and_then(|p| {
+        cx.check(&join(at, "rewrite_prefix"), normal_path(&p))
+            .map(|()| p)
     });
     let host_rewrite = raw
         .host_rewrite
@@ -87,10 +81,10 @@ fn route_match(cx: &mut Ctx<'_>, at: &str, raw: MatchConfig) -> Option<RouteMatc
         );
     }
     let path = if let Some(prefix) = raw.prefix {
-        cx.check(&join(at, "prefix"), starts_with_slash(&prefix))
+        cx.check(&join(at, "prefix"), normal_path(&prefix))
             .map(|()| PathMatch::Prefix(prefix))
     } else if let Some(path) = raw.path {
-        cx.check(&join(at, "path"), starts_with_slash(&path))
+        cx.check(&join(at, "path"), normal_path(&path))
             .map(|()| PathMatch::Exact(path))
     } else if let Some(re) = raw.regex {
         // Anchored: the regex must match the whole path, as Envoy's safe_regex.
@@ -128,12 +122,50 @@ fn first_line(text: &str) -> String {
         .join(" ")
 }
 
-fn starts_with_slash(path: &str) -> Result<(), String> {
-    if path.starts_with('/') {
-        Ok(())
-    } else {
-        Err(format!("invalid path \"{path}\": must start with /"))
+/// A route path or prefix must be in the router's normal form (SPEC §3
+/// "Paths and hosts"), or it could never match: requests are matched
+/// normalized and without `;parameters`.
+fn normal_path(path: &str) -> Result<(), String> {
+    if !path.starts_with('/') {
+        return Err(format!("invalid path \"{path}\": must start with /"));
     }
+    let bytes = path.as_bytes();
+    for (i, &b) in bytes.iter().enumerate() {
+        let why = match b {
+            b';' => "has a ';' (routes see paths without ;parameters)",
+            b'%' => match (bytes.get(i + 1), bytes.get(i + 2)) {
+                (Some(h), Some(l)) if is_upper_hex(*h) && is_upper_hex(*l) => {
+                    let v = u8::from_str_radix(&path[i + 1..i + 3], 16).unwrap_or(0);
+                    if v.is_ascii_alphanumeric() || b"-._~/\\".contains(&v) {
+                        "escapes a character that requests carry decoded (or a slash)"
+                    } else {
+                        continue;
+                    }
+                }
+                _ => "has a '%' not followed by two upper-case hex digits",
+            },
+            b'\\' | b'#' | b'?' => "has a '\\', '#' or '?'",
+            _ if !b.is_ascii_graphic() => {
+                "has a space, control or non-ASCII byte (percent-encode it)"
+            }
+            _ => continue,
+        };
+        return Err(format!("invalid path \"{path}\": {why}"));
+    }
+    let segments: Vec<&str> = path[1..].split('/').collect();
+    let last = segments.len() - 1;
+    for (i, seg) in segments.into_iter().enumerate() {
+        if matches!(seg, "." | "..") || (seg.is_empty() && i != last) {
+            return Err(format!(
+                "invalid path \"{path}\": has an empty, '.' or '..' segment (paths are matched normalized)"
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn is_upper_hex(b: u8) -> bool {
+    b.is_ascii_digit() || (b'A'..=b'F').contains(&b)
 }
 
 /// Exactly one of cluster, weighted, direct_response.
