@@ -74,6 +74,7 @@ fn limits(l: &LimitsSpec) -> Value {
         "max_connections": l.max_connections,
         "http2_max_concurrent_streams": l.http2_max_concurrent_streams,
         "buffer_kb": l.buffer_kb,
+        "headers_with_underscores": l.headers_with_underscores.as_str(),
     })
 }
 

@@ -46,6 +46,10 @@ pub(super) const FAMILIES: &[Family] = &[
         "http_downstream_rq_rejected",
         "Downstream requests refused by a listener limit, by reason.",
     ),
+    counter(
+        "http_dropped_headers_with_underscores",
+        "Request headers removed because their name has an underscore.",
+    ),
     counter("http_downstream_cx", "Downstream connections accepted."),
     gauge("http_downstream_cx_active", "Downstream connections open."),
     counter(

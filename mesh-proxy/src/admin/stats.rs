@@ -135,6 +135,12 @@ impl Stats {
             let n = format!("{p}downstream_rq_rejected.{}", r.as_str());
             self.add(n, Some("http_downstream_rq_rejected"), labels, v);
         }
+        self.add(
+            format!("{p}dropped_headers_with_underscores"),
+            Some("http_dropped_headers_with_underscores"),
+            lab(),
+            load(&s.dropped_headers_with_underscores),
+        );
         let cx = [
             (
                 "downstream_cx_total",

@@ -340,6 +340,30 @@ pub enum LogFormat {
     Custom(String),
 }
 
+/// What a request header whose name has an `_` gets (Envoy's
+/// `headers_with_underscores_action`): many upstreams read `_` as `-`, so
+/// `X-Forwarded_Client_Cert` would pass for the proxy's own header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum UnderscoreAction {
+    /// Removed before forwarding, counted (nginx's default).
+    #[default]
+    Drop,
+    /// The request is answered 400 `DPE`.
+    Reject,
+    /// Forwarded, except spellings of the headers the proxy sets or strips.
+    Allow,
+}
+
+impl UnderscoreAction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UnderscoreAction::Drop => "drop",
+            UnderscoreAction::Reject => "reject",
+            UnderscoreAction::Allow => "allow",
+        }
+    }
+}
+
 /// SPEC §3 "Limits"; every field has the documented default.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct LimitsSpec {
@@ -355,6 +379,7 @@ pub struct LimitsSpec {
     pub max_connections: u32,
     pub http2_max_concurrent_streams: u32,
     pub buffer_kb: u32,
+    pub headers_with_underscores: UnderscoreAction,
 }
 
 impl Default for LimitsSpec {
@@ -371,6 +396,7 @@ impl Default for LimitsSpec {
             max_connections: 50_000,
             http2_max_concurrent_streams: 100,
             buffer_kb: 32,
+            headers_with_underscores: UnderscoreAction::Drop,
         }
     }
 }

@@ -220,6 +220,7 @@ pub(crate) struct LimitsConfig {
     pub max_connections: Option<u32>,
     pub http2_max_concurrent_streams: Option<u32>,
     pub buffer_kb: Option<u32>,
+    pub headers_with_underscores: Option<String>,
 }
 
 /// Any YAML scalar kept as text, so `timeout: 0` and `x-canary: true` are

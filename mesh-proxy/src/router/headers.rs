@@ -4,7 +4,7 @@
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
-use crate::config::HeaderMutations;
+use crate::config::{HeaderMutations, UnderscoreAction};
 
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -92,6 +92,65 @@ pub fn apply_mutations(headers: &mut HeaderMap, m: &HeaderMutations) {
     for (name, value) in &m.add {
         headers.insert(name.clone(), value.clone());
     }
+}
+
+/// Headers the proxy sets, reads or strips itself (besides `x-mesh-*`):
+/// no `_` spelling of these ever reaches an app, whatever the setting,
+/// since many upstreams (CGI, PHP, Django, nginx with
+/// `underscores_in_headers`) read `_` as `-`.
+const OWN_HEADERS: [&str; 12] = [
+    "x-forwarded-client-cert",
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+    "x-request-id",
+    "forwarded",
+    "host",
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "transfer-encoding",
+    "content-length",
+];
+
+/// Whether `name` (which has an `_`) is a spelling of a header the proxy owns.
+fn is_own_header_spelling(name: &str) -> bool {
+    let n = name.as_bytes();
+    n.get(..7).is_some_and(|head| dash_eq(b"x-mesh-", head))
+        || OWN_HEADERS.iter().any(|own| dash_eq(own.as_bytes(), n))
+}
+
+/// `name` equals `own` with any of its `-` written as `_`.
+fn dash_eq(own: &[u8], name: &[u8]) -> bool {
+    own.len() == name.len()
+        && own
+            .iter()
+            .zip(name)
+            .all(|(o, n)| o == n || (*o == b'-' && *n == b'_'))
+}
+
+/// Applies `limits.headers_with_underscores` to a request known to have a
+/// header name with an `_` (names are lower-case). Returns how many names
+/// were removed, or the 400 `DPE` the request gets under `reject`.
+pub fn underscores(
+    headers: &mut HeaderMap,
+    action: UnderscoreAction,
+) -> Result<u64, super::ProxyError> {
+    if action == UnderscoreAction::Reject {
+        return Err(super::ProxyError::UnderscoreHeader);
+    }
+    let doomed: Vec<HeaderName> = headers
+        .keys()
+        .filter(|n| {
+            n.as_str().contains('_')
+                && (action == UnderscoreAction::Drop || is_own_header_spelling(n.as_str()))
+        })
+        .cloned()
+        .collect();
+    for name in &doomed {
+        headers.remove(name);
+    }
+    Ok(doomed.len() as u64)
 }
 
 /// A fresh UUID v4 for `x-request-id`. Request ids need uniqueness, not
@@ -220,6 +279,48 @@ mod tests {
         set_forwarded(&mut t, &peer, "http", true);
         assert_eq!(t["x-forwarded-for"], "6.6.6.6, 127.0.0.1");
         assert_eq!(t["x-forwarded-proto"], "https");
+    }
+
+    #[test]
+    fn underscore_names_are_dropped_refused_or_kept_but_never_as_own_headers() {
+        let forged = [
+            ("x-forwarded_client_cert", "URI=spiffe://td/admin"),
+            ("x_forwarded_for", "6.6.6.6"),
+            ("x_request_id", "forged"),
+            ("x-mesh_error", "NR"),
+            ("content_length", "5"),
+            ("x_custom", "1"),
+            ("x-kept", "yes"),
+        ];
+        let mut dropped = map(&forged);
+        assert_eq!(
+            underscores(&mut dropped, UnderscoreAction::Drop).ok(),
+            Some(6)
+        );
+        assert_eq!(
+            dropped.keys().map(|k| k.as_str()).collect::<Vec<_>>(),
+            vec!["x-kept"]
+        );
+        let mut allowed = map(&forged);
+        assert_eq!(
+            underscores(&mut allowed, UnderscoreAction::Allow).ok(),
+            Some(5)
+        );
+        let mut names: Vec<&str> = allowed.keys().map(|k| k.as_str()).collect();
+        names.sort_unstable();
+        assert_eq!(names, vec!["x-kept", "x_custom"]);
+        let mut refused = map(&forged);
+        assert!(underscores(&mut refused, UnderscoreAction::Reject).is_err());
+        assert_eq!(refused.len(), forged.len());
+    }
+
+    #[test]
+    fn own_header_spellings_need_the_same_letters() {
+        assert!(is_own_header_spelling("x_forwarded_proto"));
+        assert!(is_own_header_spelling("x_mesh_anything"));
+        assert!(!is_own_header_spelling("x_forwarded_protocol"));
+        assert!(!is_own_header_spelling("x_meshy"));
+        assert!(!is_own_header_spelling("x_forwarded"));
     }
 
     #[test]

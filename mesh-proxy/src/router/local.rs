@@ -43,6 +43,7 @@ fn rejection(e: &ProxyError) -> Option<RejectReason> {
         ProxyError::BodyTimeout => Some(RejectReason::BodyTimeout),
         ProxyError::BadTarget(_) | ProxyError::BadRequest(_) => Some(RejectReason::Malformed),
         ProxyError::RateLimited => Some(RejectReason::RateLimit),
+        ProxyError::UnderscoreHeader => Some(RejectReason::HeadersWithUnderscores),
         ProxyError::Upstream(u) => u.body_error.and_then(body),
         ProxyError::NoRoute
         | ProxyError::Unauthorized

@@ -42,6 +42,9 @@ pub struct HttpStats {
     pub downstream_rq_class: [AtomicU64; 5],
     /// Requests the proxy answered itself (every local reply).
     pub downstream_rq_local: AtomicU64,
+    /// Request headers removed for an `_` in their name
+    /// (`limits.headers_with_underscores`).
+    pub dropped_headers_with_underscores: AtomicU64,
     /// Requests refused by a listener limit, by reason.
     pub downstream_rq_rejected: crate::telemetry::metrics::RejectCounters,
     pub downstream_cx_total: AtomicU64,
@@ -190,7 +193,8 @@ fn static_flag(value: &[u8]) -> &'static str {
 
 /// Checks the header section against the listener limits (HTTP/2 has no
 /// parser-level count limit, and HTTP/1.1's buffer limit is approximate).
-fn check_limits(req: &Request<Incoming>, limits: &LimitsSpec) -> Result<(), ProxyError> {
+/// Returns whether a header name has an `_`.
+fn check_limits(req: &Request<Incoming>, limits: &LimitsSpec) -> Result<bool, ProxyError> {
     let uri_len = req.uri().path_and_query().map_or(0, |p| p.as_str().len());
     if uri_len > limits.max_uri_kb as usize * 1024 {
         return Err(ProxyError::UriTooLong);
@@ -207,10 +211,13 @@ fn check_limits(req: &Request<Incoming>, limits: &LimitsSpec) -> Result<(), Prox
     if headers.len() > limits.max_request_headers_count as usize {
         return Err(ProxyError::HeadersTooLarge);
     }
-    let size: usize = headers
-        .iter()
-        .map(|(k, v)| k.as_str().len() + v.len() + 4)
-        .sum();
+    // One pass over the names serves the size limit and the underscore check.
+    let mut size = 0;
+    let mut has_underscore = false;
+    for (k, v) in headers {
+        size += k.as_str().len() + v.len() + 4;
+        has_underscore |= k.as_str().as_bytes().contains(&b'_');
+    }
     if size > limits.max_request_headers_kb as usize * 1024 {
         return Err(ProxyError::HeadersTooLarge);
     }
@@ -224,7 +231,7 @@ fn check_limits(req: &Request<Incoming>, limits: &LimitsSpec) -> Result<(), Prox
             return Err(ProxyError::BodyTooLarge);
         }
     }
-    Ok(())
+    Ok(has_underscore)
 }
 
 /// The request's authority: the absolute-form target's, else `:authority`
@@ -247,14 +254,20 @@ fn authority(req: &Request<Incoming>) -> Result<HeaderValue, ProxyError> {
 async fn proxy(
     ctx: &HttpContext,
     down: &Downstream,
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
     uri: &Uri,
     mut obs: Option<&mut Exchange>,
 ) -> Result<Response<ResponseBody>, ProxyError> {
     if !down.is_allowed {
         return Err(ProxyError::Unauthorized);
     }
-    check_limits(&req, &ctx.limits)?;
+    if check_limits(&req, &ctx.limits)? {
+        let action = ctx.limits.headers_with_underscores;
+        let dropped = headers::underscores(req.headers_mut(), action)?;
+        ctx.stats
+            .dropped_headers_with_underscores
+            .fetch_add(dropped, Ordering::Relaxed);
+    }
     // An owned, cheap (reference-counted) copy, so the checks below can
     // borrow it while the request itself is taken apart; `uri` is the
     // caller's copy of the target, for the same reason.

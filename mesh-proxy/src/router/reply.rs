@@ -27,6 +27,8 @@ pub enum ProxyError {
     BadTarget(#[from] TargetError),
     #[error("bad request: {0}")]
     BadRequest(&'static str),
+    #[error("bad request: header name with an underscore")]
+    UnderscoreHeader,
     #[error("request header section too large")]
     HeadersTooLarge,
     #[error("request URI too long")]
@@ -63,7 +65,9 @@ impl ProxyError {
             ProxyError::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             ProxyError::Unauthorized => StatusCode::FORBIDDEN,
             ProxyError::NoRoute => StatusCode::NOT_FOUND,
-            ProxyError::BadTarget(_) | ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ProxyError::BadTarget(_) | ProxyError::BadRequest(_) | ProxyError::UnderscoreHeader => {
+                StatusCode::BAD_REQUEST
+            }
             ProxyError::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ProxyError::UriTooLong => StatusCode::URI_TOO_LONG,
             ProxyError::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
@@ -94,6 +98,7 @@ impl ProxyError {
             ProxyError::Unauthorized => "UAEX",
             ProxyError::BadTarget(_)
             | ProxyError::BadRequest(_)
+            | ProxyError::UnderscoreHeader
             | ProxyError::HeadersTooLarge
             | ProxyError::UriTooLong
             | ProxyError::BodyTooLarge

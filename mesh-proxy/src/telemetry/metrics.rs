@@ -128,16 +128,19 @@ pub enum RejectReason {
     Malformed,
     /// A route's local rate limit (429).
     RateLimit,
+    /// A header name with `_` under `headers_with_underscores: reject` (400).
+    HeadersWithUnderscores,
 }
 
 impl RejectReason {
-    pub const ALL: [RejectReason; 6] = [
+    pub const ALL: [RejectReason; 7] = [
         RejectReason::Headers,
         RejectReason::Uri,
         RejectReason::Body,
         RejectReason::BodyTimeout,
         RejectReason::Malformed,
         RejectReason::RateLimit,
+        RejectReason::HeadersWithUnderscores,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -148,6 +151,7 @@ impl RejectReason {
             RejectReason::BodyTimeout => "body_timeout",
             RejectReason::Malformed => "malformed",
             RejectReason::RateLimit => "rate_limit",
+            RejectReason::HeadersWithUnderscores => "headers_with_underscores",
         }
     }
 }

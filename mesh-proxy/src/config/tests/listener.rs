@@ -309,3 +309,38 @@ fn limits_default_when_omitted() {
     assert_eq!(config.limits.max_request_headers_kb, 60);
     assert_eq!(config.limits.header_read_timeout, Duration::from_secs(10));
 }
+
+#[test]
+fn headers_with_underscores_defaults_to_drop_and_is_set_per_listener() {
+    let yaml = format!(
+        "{}limits: {{headers_with_underscores: reject}}\n",
+        with_listener(
+            "{name: api, address: 127.0.0.1:8001, routes: [{cluster: app}], limits: {headers_with_underscores: allow}}"
+        )
+    );
+    let config = load_ok(&yaml);
+    assert_eq!(
+        config.limits.headers_with_underscores,
+        UnderscoreAction::Reject
+    );
+    assert_eq!(
+        config.listeners[0].limits.headers_with_underscores,
+        UnderscoreAction::Reject
+    );
+    assert_eq!(
+        config.listeners[1].limits.headers_with_underscores,
+        UnderscoreAction::Allow
+    );
+    let plain = load_ok(&with_top(""));
+    assert_eq!(
+        plain.limits.headers_with_underscores,
+        UnderscoreAction::Drop
+    );
+    assert_error(
+        &with_listener(
+            "{name: api, address: 127.0.0.1:8001, routes: [{cluster: app}], limits: {headers_with_underscores: strip}}",
+        ),
+        "listeners[1].limits.headers_with_underscores",
+        "invalid value \"strip\": expected drop, reject or allow",
+    );
+}

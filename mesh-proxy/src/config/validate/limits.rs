@@ -1,8 +1,8 @@
 //! `limits:` at the top level and per listener (per-field override).
 
-use super::super::model::LimitsSpec;
+use super::super::model::{LimitsSpec, UnderscoreAction};
 use super::super::raw::LimitsConfig;
-use super::Ctx;
+use super::{Ctx, join};
 
 /// `base` with every key given in `raw` applied; `at` is `limits` or
 /// `listeners[i].limits`. Zero is refused except for `max_request_body_mb`
@@ -72,5 +72,21 @@ pub(super) fn limits(
             base.http2_max_concurrent_streams,
         ),
         buffer_kb: cx.at_least(at, "buffer_kb", raw.buffer_kb, 1, base.buffer_kb),
+        headers_with_underscores: raw
+            .headers_with_underscores
+            .as_deref()
+            .and_then(|v| cx.check(&join(at, "headers_with_underscores"), underscore_action(v)))
+            .unwrap_or(base.headers_with_underscores),
     }
+}
+
+fn underscore_action(value: &str) -> Result<UnderscoreAction, String> {
+    [
+        UnderscoreAction::Drop,
+        UnderscoreAction::Reject,
+        UnderscoreAction::Allow,
+    ]
+    .into_iter()
+    .find(|a| a.as_str() == value)
+    .ok_or_else(|| format!("invalid value \"{value}\": expected drop, reject or allow"))
 }
