@@ -238,16 +238,21 @@ fn check_limits(req: &Request<Incoming>, limits: &LimitsSpec) -> Result<bool, Pr
 /// (HTTP/2), else the single Host header (RFC 9112 §3.2). A Host header is
 /// returned as a cheap reference-counted clone; empty for HTTP/1.0 without one.
 fn authority(req: &Request<Incoming>) -> Result<HeaderValue, ProxyError> {
+    let mut hosts = req.headers().get_all(header::HOST).iter();
+    let (first, second) = (hosts.next(), hosts.next());
+    // Two Host fields are a 400 even when an absolute-form target names the
+    // authority (RFC 9112 §3.2): which one a next hop reads is not ours to guess.
+    if second.is_some() {
+        return Err(ProxyError::BadRequest("more than one host header"));
+    }
     if let Some(a) = req.uri().authority() {
         return HeaderValue::from_str(a.as_str())
             .map_err(|_| ProxyError::BadRequest("invalid host"));
     }
-    let mut hosts = req.headers().get_all(header::HOST).iter();
-    match (hosts.next(), hosts.next()) {
-        (Some(h), None) => Ok(h.clone()),
-        (Some(_), Some(_)) => Err(ProxyError::BadRequest("more than one host header")),
-        (None, _) if req.version() == Version::HTTP_10 => Ok(HeaderValue::from_static("")),
-        (None, _) => Err(ProxyError::BadRequest("missing host header")),
+    match first {
+        Some(h) => Ok(h.clone()),
+        None if req.version() == Version::HTTP_10 => Ok(HeaderValue::from_static("")),
+        None => Err(ProxyError::BadRequest("missing host header")),
     }
 }
 
