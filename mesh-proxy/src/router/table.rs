@@ -296,6 +296,46 @@ mod tests {
         assert_eq!(r.rewrite_path("/api/v1."), Err(TargetError::BadRewrite));
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::test_runner::Config::with_cases(4096))]
+
+        /// Through the real table: the prefix route is chosen ⇔ the path
+        /// routes see is under its prefix, and what goes upstream is then
+        /// under the rewritten prefix (else the unchanged path, not under
+        /// the prefix), so the upstream reads what was matched.
+        #[test]
+        fn a_prefix_matches_iff_the_forwarded_path_is_under_it(
+            p in normalize::props::nasty_path(),
+            prefix in proptest::sample::select(vec!["/a", "/api", "/api/", "/api/v1", "/admin"]),
+            new in proptest::sample::select(vec!["/", "/x", "/x/", "/x/y"]),
+        ) {
+            let mut s = spec(RouteMatch { path: PathMatch::Prefix(prefix.into()), ..Default::default() }, 201);
+            s.rewrite_prefix = Some(new.into());
+            let t = RouteTable::build("l", &[s, spec(RouteMatch::default(), 202)], |_| None).expect("table");
+            let Ok(path) = normalize::normalize_path(&p) else { return Ok(()) };
+            let routed = normalize::without_params(&path);
+            let r = t.find("h", &routed, &Method::GET, &HeaderMap::new()).expect("catch-all");
+            let is_prefix_route = r.name.as_ref() == "l/0";
+            proptest::prop_assert_eq!(is_prefix_route, routed.starts_with(prefix));
+            match r.rewrite_path(&path) {
+                Ok(fwd) if is_prefix_route => {
+                    let seen = normalize::without_params(&fwd);
+                    proptest::prop_assert!(seen.starts_with(new), "{} -> {}", path, fwd);
+                    let again = normalize::normalize_path(&fwd).map(|c| c.into_owned());
+                    proptest::prop_assert_eq!(again, Ok(fwd.clone().into_owned()));
+                }
+                Ok(fwd) => {
+                    proptest::prop_assert_eq!(fwd.as_ref(), path.as_ref());
+                    proptest::prop_assert!(!normalize::without_params(&fwd).starts_with(prefix));
+                }
+                Err(e) => {
+                    proptest::prop_assert!(is_prefix_route);
+                    proptest::prop_assert_eq!(e, TargetError::BadRewrite);
+                }
+            }
+        }
+    }
+
     #[test]
     fn unknown_cluster_fails_the_build() {
         let mut s = spec(RouteMatch::default(), 200);

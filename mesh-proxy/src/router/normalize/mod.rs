@@ -15,7 +15,7 @@
 
 mod host;
 #[cfg(test)]
-mod props;
+pub(super) mod props;
 mod rewrite;
 #[cfg(test)]
 mod tests;

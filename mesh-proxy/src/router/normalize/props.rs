@@ -9,7 +9,7 @@ use super::*;
 
 /// Paths built from the pieces that attacks are made of, so the
 /// interesting cases come up far more often than from random bytes.
-fn nasty_path() -> impl Strategy<Value = String> {
+pub(in crate::router) fn nasty_path() -> impl Strategy<Value = String> {
     let token = prop::sample::select(vec![
         "/",
         "/",
