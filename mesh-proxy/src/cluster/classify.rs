@@ -8,33 +8,20 @@ use crate::body::{BodyError, BodyErrorKind};
 pub(super) fn classify(e: hyper::Error, endpoint: &Endpoint) -> UpstreamError {
     let addr = Some(endpoint.addr);
     let body_error = find_body_error(&e);
+    // A TLS alert here (TLS 1.3: the upstream judges our certificate after
+    // the handshake looks complete to us, and refuses at our first read)
+    // arrives after the request started to be written: a reset, not a
+    // connect failure, so a POST is not sent again.
     let kind = if e.is_parse() || e.is_parse_status() {
         UpstreamErrorKind::Protocol
     } else if is_refused_stream(&e) {
         UpstreamErrorKind::RefusedStream
-    } else if is_tls_alert(&e) {
-        // TLS 1.3: the server judges our certificate after the handshake
-        // looks complete to us, and refuses with an alert at the first read.
-        // Nothing was processed: a connect failure, not a reset.
-        UpstreamErrorKind::ConnectFailure
     } else {
         UpstreamErrorKind::Reset
     };
     let mut err = UpstreamError::new(kind, addr, e.to_string());
     err.body_error = body_error;
     err
-}
-
-/// A TLS alert from the upstream (it refused our certificate).
-fn is_tls_alert(e: &hyper::Error) -> bool {
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        if let Some(rustls::Error::AlertReceived(_)) = s.downcast_ref::<rustls::Error>() {
-            return true;
-        }
-        source = s.source();
-    }
-    false
 }
 
 /// HTTP/2 REFUSED_STREAM: the upstream did not process the request at all
