@@ -42,16 +42,15 @@ pub(super) enum Format {
     Tokens(Vec<Token>),
 }
 
-/// `:authority` and `:path` style pseudo-headers are kept as names with a
-/// colon prefix mapped to our own marker names.
-pub(super) fn header_key(name: &str) -> HeaderName {
+/// The header a `%REQ(NAME)%` names: `:authority` is the Host header;
+/// `None` for a name that is not a valid header name.
+pub(super) fn header_key(name: &str) -> Option<HeaderName> {
     let lower = name.to_ascii_lowercase();
     let mapped = match lower.as_str() {
         ":authority" => "host",
         other => other,
     };
-    HeaderName::from_bytes(mapped.as_bytes())
-        .unwrap_or_else(|_| HeaderName::from_static("x-invalid"))
+    HeaderName::from_bytes(mapped.as_bytes()).ok()
 }
 
 pub(super) fn parse(format: &str, wanted: &mut Vec<HeaderName>) -> Result<Vec<Token>, String> {
@@ -99,7 +98,7 @@ fn operator(op: &str, wanted: &mut Vec<HeaderName>) -> Result<Token, String> {
             let Some(name) = op.strip_prefix("REQ(").and_then(|s| s.strip_suffix(')')) else {
                 return Err(format!("unknown operator %{op}%"));
             };
-            let key = header_key(name);
+            let key = header_key(name).ok_or_else(|| format!("invalid header name in %{op}%"))?;
             let idx = match wanted.iter().position(|w| *w == key) {
                 Some(i) => i,
                 None => {

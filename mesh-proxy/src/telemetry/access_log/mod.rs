@@ -10,6 +10,8 @@
 //! so logrotate's rename-then-signal works.
 
 mod format;
+#[cfg(test)]
+mod format_props;
 
 use std::io::Write as _;
 use std::net::SocketAddr;
@@ -148,8 +150,9 @@ impl AccessLog {
             "x-forwarded-for",
             ":authority",
         ] {
-            let name = header_key(always);
-            if !wanted.contains(&name) {
+            if let Some(name) = header_key(always)
+                && !wanted.contains(&name)
+            {
                 wanted.push(name);
             }
         }
