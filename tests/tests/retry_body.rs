@@ -461,3 +461,97 @@ async fn a_post_is_not_sent_again_after_a_tls_alert_on_its_first_read() {
     assert!(head.contains("x-mesh-attempt-count: 3"), "{head}");
     task.abort();
 }
+
+/// A request body the test feeds frame by frame.
+struct Fed(tokio::sync::mpsc::Receiver<bytes::Bytes>);
+
+impl hyper::body::Body for Fed {
+    type Data = bytes::Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<bytes::Bytes>, Self::Error>>> {
+        self.0
+            .poll_recv(cx)
+            .map(|d| d.map(|d| Ok(hyper::body::Frame::data(d))))
+    }
+}
+
+/// A bidirectional stream over HTTP/2 end to end (as a bidi gRPC call):
+/// the upstream echoes each message as it arrives, and the client sends
+/// the next one only after the previous echo came back. Through a route
+/// with retries nothing is held back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bidirectional_http2_stream_flows_through_a_retry_route() {
+    use http_body_util::BodyExt;
+    use hyper::service::service_fn;
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let upstream = listener.local_addr().expect("addr");
+    let echo = tokio::spawn(async move {
+        while let Ok((s, _)) = listener.accept().await {
+            // The response body is the request body, frame by frame.
+            let svc = service_fn(|req: hyper::Request<hyper::body::Incoming>| async move {
+                Ok::<_, std::convert::Infallible>(hyper::Response::new(req.into_body()))
+            });
+            tokio::spawn(
+                hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                    .serve_connection(hyper_util::rt::TokioIo::new(s), svc),
+            );
+        }
+    });
+    let port = free_port();
+    let cfg = ConfigBuilder::new()
+        .http_listener(
+            "main",
+            port,
+            vec![
+                route_prefix("/", "h2").with("retry", retry(&["connect-failure", "reset", "5xx"])),
+            ],
+        )
+        .cluster_with("h2", &[upstream], json!({"protocol": "http2"}));
+    let _proxy = start(&cfg, port).await;
+
+    let tcp = TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect");
+    let (mut client, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tcp),
+    )
+    .await
+    .expect("h2 handshake");
+    tokio::spawn(conn);
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let req = hyper::Request::post(format!("http://127.0.0.1:{port}/chat.Chat/Talk"))
+        .header("content-type", "application/grpc")
+        .body(Fed(rx))
+        .expect("request");
+    tx.send(bytes::Bytes::from_static(b"ping-1"))
+        .await
+        .expect("send");
+    let resp = tokio::time::timeout(Duration::from_secs(3), client.send_request(req))
+        .await
+        .expect("response head while the request still streams")
+        .expect("response");
+    assert_eq!(resp.status(), 200);
+    let mut body = resp.into_body();
+    for i in 1..=3 {
+        let echoed = tokio::time::timeout(Duration::from_secs(3), body.frame())
+            .await
+            .unwrap_or_else(|_| panic!("message {i} was not echoed while the stream was open"))
+            .expect("a frame")
+            .expect("no error")
+            .into_data()
+            .expect("data");
+        assert_eq!(echoed, format!("ping-{i}"));
+        if i < 3 {
+            tx.send(bytes::Bytes::from(format!("ping-{}", i + 1)))
+                .await
+                .expect("send");
+        }
+    }
+    drop(tx);
+    echo.abort();
+}
