@@ -16,6 +16,9 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use tokio::time::{Instant, Sleep};
 
+mod replay;
+pub use replay::{REPLAY_LIMIT, ReplayBody, ReplaySource};
+
 /// Why a downstream body stopped before its end.
 /// The classification of a [`BodyError`], kept where the error itself
 /// cannot be (it is consumed by hyper).
@@ -34,6 +37,9 @@ pub enum BodyError {
     TooLarge(u64),
     #[error("downstream body error")]
     Downstream(#[source] hyper::Error),
+    /// A retry took the body over from this attempt.
+    #[error("request body taken over by a retry")]
+    Superseded,
 }
 
 /// The downstream request body with the idle timeout and size limit applied.
@@ -57,7 +63,8 @@ impl BodyError {
         match self {
             BodyError::IdleTimeout(_) => BodyErrorKind::IdleTimeout,
             BodyError::TooLarge(_) => BodyErrorKind::TooLarge,
-            BodyError::Downstream(_) => BodyErrorKind::Downstream,
+            // Only an abandoned attempt sees this; nobody reads its outcome.
+            BodyError::Downstream(_) | BodyError::Superseded => BodyErrorKind::Downstream,
         }
     }
 }
@@ -136,41 +143,17 @@ impl Body for DownstreamBody {
     }
 }
 
-/// What the proxy sends upstream: nothing, a buffered body, or the
-/// streamed downstream body. An enum rather than a boxed body, so the
-/// common cases allocate nothing.
+/// What the proxy sends upstream: nothing, the streamed downstream body,
+/// or (on routes with retries) the streamed body with a copy kept for
+/// replay. An enum rather than a boxed body, so the common cases allocate
+/// nothing.
 pub enum RequestBody {
     Empty,
-    Full {
-        data: Option<Bytes>,
-        trailers: Option<http::HeaderMap>,
-    },
-    Stream {
-        body: DownstreamBody,
-    },
-    /// Bytes already read (while trying to buffer for retries), then the rest.
-    Prefixed {
-        prefix: Option<Bytes>,
-        rest: DownstreamBody,
-    },
+    Stream { body: DownstreamBody },
+    Replay(ReplayBody),
 }
 
 impl RequestBody {
-    pub fn full(data: Bytes) -> Self {
-        RequestBody::Full {
-            data: Some(data),
-            trailers: None,
-        }
-    }
-
-    /// A body that can be sent again: the buffered bytes and trailers.
-    pub fn replay(r: &Replay) -> Self {
-        RequestBody::Full {
-            data: Some(r.data.clone()),
-            trailers: r.trailers.clone(),
-        }
-    }
-
     pub fn stream(body: DownstreamBody) -> Self {
         RequestBody::Stream { body }
     }
@@ -186,91 +169,24 @@ impl Body for RequestBody {
     ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         match self.get_mut() {
             RequestBody::Empty => Poll::Ready(None),
-            RequestBody::Full { data, trailers } => match data.take() {
-                Some(d) => Poll::Ready(Some(Ok(Frame::data(d)))),
-                None => Poll::Ready(trailers.take().map(|t| Ok(Frame::trailers(t)))),
-            },
             RequestBody::Stream { body } => Pin::new(body).poll_frame(cx),
-            RequestBody::Prefixed { prefix, rest } => match prefix.take() {
-                Some(p) => Poll::Ready(Some(Ok(Frame::data(p)))),
-                None => Pin::new(rest).poll_frame(cx),
-            },
+            RequestBody::Replay(body) => Pin::new(body).poll_frame(cx),
         }
     }
 
     fn is_end_stream(&self) -> bool {
         match self {
             RequestBody::Empty => true,
-            RequestBody::Full { data, trailers } => data.is_none() && trailers.is_none(),
             RequestBody::Stream { body } => body.is_end_stream(),
-            RequestBody::Prefixed { prefix, rest } => prefix.is_none() && rest.is_end_stream(),
+            RequestBody::Replay(body) => body.is_end_stream(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match self {
             RequestBody::Empty => SizeHint::with_exact(0),
-            RequestBody::Full { data, .. } => {
-                SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
-            }
             RequestBody::Stream { body } => body.size_hint(),
-            RequestBody::Prefixed { prefix, rest } => {
-                let extra = prefix.as_ref().map_or(0, |p| p.len() as u64);
-                let inner = rest.size_hint();
-                let mut hint = SizeHint::new();
-                hint.set_lower(inner.lower() + extra);
-                if let Some(upper) = inner.upper() {
-                    hint.set_upper(upper + extra);
-                }
-                hint
-            }
+            RequestBody::Replay(body) => body.size_hint(),
         }
     }
-}
-
-/// Bodies up to this size are buffered so a retry can send them again
-/// (Linkerd's limit); larger ones stream once.
-pub const REPLAY_LIMIT: usize = 64 * 1024;
-
-/// A fully buffered request body, sent again on each retry.
-#[derive(Debug, Clone, Default)]
-pub struct Replay {
-    pub data: Bytes,
-    pub trailers: Option<http::HeaderMap>,
-}
-
-/// Reads up to [`REPLAY_LIMIT`] bytes of `body`. Returns the body to send
-/// first and, when the whole body fit, what a retry can replay.
-pub async fn buffer_for_replay(
-    body: RequestBody,
-) -> Result<(RequestBody, Option<Replay>), BodyError> {
-    use http_body_util::BodyExt;
-    let mut rest = match body {
-        RequestBody::Stream { body } => body,
-        RequestBody::Empty => return Ok((RequestBody::Empty, Some(Replay::default()))),
-        other => return Ok((other, None)),
-    };
-    let mut buf = bytes::BytesMut::new();
-    let trailers = loop {
-        match rest.frame().await {
-            None => break None,
-            Some(Err(e)) => return Err(e),
-            Some(Ok(frame)) => match frame.into_data() {
-                Ok(data) => {
-                    buf.extend_from_slice(&data);
-                    if buf.len() > REPLAY_LIMIT {
-                        let prefix = Some(buf.freeze());
-                        return Ok((RequestBody::Prefixed { prefix, rest }, None));
-                    }
-                }
-                // Trailers end the body.
-                Err(frame) => break frame.into_trailers().ok(),
-            },
-        }
-    };
-    let replay = Replay {
-        data: buf.freeze(),
-        trailers,
-    };
-    Ok((RequestBody::replay(&replay), Some(replay)))
 }

@@ -149,8 +149,16 @@ pub(super) const FAMILIES: &[Family] = &[
         "Spans dropped because the export queue was full.",
     ),
     counter(
+        "tracing_spans_dropped_over_budget",
+        "Spans dropped because the export queue held its 16 MiB byte budget.",
+    ),
+    counter(
         "access_log_dropped",
         "Access log records dropped because the writer queue was full.",
+    ),
+    counter(
+        "access_log_dropped_over_budget",
+        "Access log records dropped because the writer queue held its 16 MiB byte budget.",
     ),
     counter(
         "server_config_reload_failed",

@@ -329,6 +329,11 @@ impl Stats {
                     "tracing_spans_dropped",
                     load(&t.export.dropped),
                 ),
+                (
+                    "tracing.spans_dropped_over_budget",
+                    "tracing_spans_dropped_over_budget",
+                    load(&t.export.dropped_over_budget),
+                ),
             ];
             for (name, family, v) in rows {
                 self.add(name.to_owned(), Some(family), Vec::new(), v);
@@ -340,6 +345,12 @@ impl Stats {
                 Some("access_log_dropped"),
                 Vec::new(),
                 load(&log.dropped),
+            );
+            self.add(
+                "access_log.dropped_over_budget".to_owned(),
+                Some("access_log_dropped_over_budget"),
+                Vec::new(),
+                load(&log.dropped_over_budget),
             );
         }
         if let Some(store) = &rt.identity {

@@ -13,6 +13,7 @@ mod dns;
 mod io;
 mod lb;
 mod pool;
+mod probe;
 mod upstream_body;
 
 use std::net::SocketAddr;
@@ -26,7 +27,8 @@ use crate::config::{CircuitBreakerSpec, ClusterSpec, Discovery, LbPolicy, Upstre
 
 pub use io::UpstreamIo;
 use pool::Pool;
-pub use pool::{ConnGuard, PooledConn, RawConn, SendError, probe};
+pub use pool::{ConnGuard, PooledConn, RawConn, SendError};
+pub use probe::probe;
 pub use upstream_body::UpstreamBody;
 
 /// How an upstream attempt failed. Retry, outlier detection, metrics and

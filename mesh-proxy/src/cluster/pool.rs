@@ -26,6 +26,11 @@ use crate::body::RequestBody;
 use crate::config::UpstreamProtocol;
 
 pub(super) type H1Sender = http1::SendRequest<RequestBody>;
+
+/// An upstream response header section beyond this is not forwarded: 502
+/// `UPE`, and the connection is closed (Envoy's `max_response_headers_kb`
+/// default). HTTP/1.1 also stops at hyper's (and Envoy's) 100 fields.
+const MAX_RESPONSE_HEADERS: usize = 60 * 1024;
 type H2Sender = http2::SendRequest<RequestBody>;
 
 #[derive(Default)]
@@ -332,12 +337,13 @@ pub(super) async fn connect_tcp(
     Ok((stream, guard))
 }
 
-async fn connect_h1(
+pub(super) async fn connect_h1(
     shared: &Arc<ClusterShared>,
     endpoint: &Endpoint,
 ) -> Result<H1Sender, UpstreamError> {
     let (stream, guard) = super::io::connect(shared, endpoint).await?;
     let (tx, conn) = http1::Builder::new()
+        .max_header_size(MAX_RESPONSE_HEADERS)
         .handshake(TokioIo::new(stream))
         .await
         .map_err(|e| {
@@ -356,13 +362,14 @@ async fn connect_h1(
     Ok(tx)
 }
 
-async fn connect_h2(
+pub(super) async fn connect_h2(
     shared: &Arc<ClusterShared>,
     endpoint: &Endpoint,
 ) -> Result<H2Sender, UpstreamError> {
     let (stream, guard) = super::io::connect(shared, endpoint).await?;
     let (tx, conn) = http2::Builder::new(TokioExecutor::new())
         .timer(TokioTimer::new())
+        .max_header_list_size(MAX_RESPONSE_HEADERS as u32)
         .handshake(TokioIo::new(stream))
         .await
         .map_err(|e| {
@@ -448,48 +455,4 @@ pub(crate) fn spawn_reaper(cluster: Weak<Cluster>) {
             }
         }
     });
-}
-
-/// One active health probe: `GET path` on a fresh connection (never a pooled
-/// one, so a probe sees what a new connection would), with `Host` set to the
-/// cluster's name. Returns the status, or why there was none.
-pub async fn probe(
-    cluster: &Cluster,
-    endpoint: &Endpoint,
-    path: &str,
-) -> Result<http::StatusCode, UpstreamError> {
-    let shared = &cluster.shared;
-    let uri: http::Uri = match shared.settings.protocol {
-        UpstreamProtocol::Http1 => path.parse(),
-        UpstreamProtocol::Http2 => format!("http://{}{path}", shared.name).parse(),
-    }
-    .map_err(|e: http::uri::InvalidUri| {
-        UpstreamError::new(
-            UpstreamErrorKind::Protocol,
-            Some(endpoint.addr),
-            e.to_string(),
-        )
-    })?;
-    let mut req = Request::get(uri).body(RequestBody::Empty).map_err(|e| {
-        UpstreamError::new(
-            UpstreamErrorKind::Protocol,
-            Some(endpoint.addr),
-            e.to_string(),
-        )
-    })?;
-    if shared.settings.protocol == UpstreamProtocol::Http1 {
-        if let Ok(host) = http::HeaderValue::from_str(&shared.name) {
-            req.headers_mut().insert(http::header::HOST, host);
-        }
-        req.headers_mut().insert(
-            http::header::CONNECTION,
-            http::HeaderValue::from_static("close"),
-        );
-    }
-    let resp = match shared.settings.protocol {
-        UpstreamProtocol::Http1 => connect_h1(shared, endpoint).await?.send_request(req).await,
-        UpstreamProtocol::Http2 => connect_h2(shared, endpoint).await?.send_request(req).await,
-    }
-    .map_err(|e| classify(e, endpoint))?;
-    Ok(resp.status())
 }

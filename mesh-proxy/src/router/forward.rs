@@ -2,6 +2,13 @@
 //! connection, send, classify the outcome once, and retry when the route's
 //! policy, the method, the body, the cluster's retry breaker and the retry
 //! budget all allow it. Each outcome also feeds outlier detection.
+//!
+//! On a route with retries the body streams upstream as it arrives (never
+//! held back until it is complete) while its first 64 KiB are kept
+//! ([`ReplayBody`]): a retry replays them and reads on. A request that may
+//! have reached the upstream is sent again only when its method allows it
+//! and everything sent is still kept; one that never reached it
+//! (`connect-failure`, `refused-stream`) is sent again whatever its method.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -12,7 +19,7 @@ use http::{Request, Response};
 
 use super::ProxyError;
 use super::table::Route;
-use crate::body::{RequestBody, buffer_for_replay};
+use crate::body::{ReplayBody, ReplaySource, RequestBody};
 use crate::cluster::{Cluster, SendError, UpstreamBody, UpstreamError};
 use crate::resilience::Outcome;
 
@@ -96,6 +103,31 @@ async fn attempt(
     }
 }
 
+/// Wraps a streamed body so retries can replay it; an empty body needs no
+/// copy.
+fn replayable(body: RequestBody) -> (RequestBody, Option<ReplaySource>) {
+    match body {
+        RequestBody::Stream { body } => {
+            let (first, source) = ReplayBody::new(body);
+            (RequestBody::Replay(first), Some(source))
+        }
+        other => (other, None),
+    }
+}
+
+/// Whether a request whose attempt took its body may be sent again:
+/// whatever its method when nothing reached the upstream, else only for a
+/// listed method; in both cases only while everything sent is still kept.
+fn may_send_again(
+    policy: &crate::resilience::RetryPolicy,
+    method: &http::Method,
+    outcome: Outcome,
+    source: Option<&ReplaySource>,
+) -> bool {
+    let body_kept = source.is_none_or(ReplaySource::is_replayable);
+    body_kept && (outcome.nothing_sent() || policy.may_resend(method, true))
+}
+
 pub async fn forward(
     route: &Route,
     cluster: &Arc<Cluster>,
@@ -104,20 +136,11 @@ pub async fn forward(
 ) -> Forwarded {
     let policy = route.retry.as_ref().filter(|p| p.spec.attempts > 0);
     let method = parts.method.clone();
-    let (body, replay, template) = match policy {
+    let (body, source, template) = match policy {
         Some(p) => {
             p.budget.deposit();
-            match buffer_for_replay(body).await {
-                Ok((body, replay)) => (body, replay, Some(Template::of(&parts))),
-                Err(e) => {
-                    return Forwarded {
-                        result: Err(ProxyError::from_body_error(e.kind())),
-                        attempts: 0,
-                        endpoint: None,
-                        retries: Vec::new(),
-                    };
-                }
-            }
+            let (body, source) = replayable(body);
+            (body, source, Some(Template::of(&parts)))
         }
         None => (body, None, None),
     };
@@ -132,13 +155,7 @@ pub async fn forward(
     let mut _slot: Option<RetrySlot<'_>> = None;
     loop {
         attempts += 1;
-        let Some(req) = pending.take().or_else(|| {
-            Some(
-                template
-                    .as_ref()?
-                    .build(RequestBody::replay(replay.as_ref()?)),
-            )
-        }) else {
+        let Some(req) = pending.take() else {
             unreachable_retry();
             return Forwarded {
                 result: Err(ProxyError::BadRequest("request cannot be retried")),
@@ -182,37 +199,35 @@ pub async fn forward(
             }
         };
         crate::health::record_outcome(cluster, &endpoint, outcome);
-        // As Envoy does, an attempt that got no response is charged as a
-        // 5xx, so the classes add up to upstream_rq_total; a failure of the
-        // client's own body is not the upstream's.
-        let class = match &result {
-            Ok(resp) => Some((resp.status().as_u16() / 100).clamp(1, 5) as usize - 1),
-            Err(e) if e.body_error.is_none() => Some(4),
-            Err(_) => None,
-        };
-        if let Some(class) = class {
-            stats.upstream_rq_class[class].fetch_add(1, Ordering::Relaxed);
-        }
+        count_class(cluster, &result);
         // This attempt is over: a retry it was holds its slot no longer.
         _slot = None;
         // The client's own body failed: nothing to retry.
         let client_fault = matches!(&result, Err(e) if e.body_error.is_some());
-        let wants_retry = match policy {
+        // A request handed back unsent goes again as it is; otherwise the
+        // next attempt needs a body that can be sent again.
+        let can_resend = match policy {
             Some(p)
                 if !client_fault
                     && attempts <= p.spec.attempts
                     && p.is_retry_condition(outcome) =>
             {
-                pending.is_some()
-                    || (replay.is_some() && (outcome.nothing_sent() || p.may_resend(&method, true)))
+                pending.is_some() || may_send_again(p, &method, outcome, source.as_ref())
             }
             _ => false,
         };
-        let slot = match policy.filter(|_| wants_retry) {
-            Some(p) => admit_retry(cluster, p),
+        let admitted = match policy.filter(|_| can_resend) {
+            Some(p) => admit_retry(cluster, p).map(|slot| (p, slot)),
             None => None,
         };
-        let Some((p, slot)) = policy.zip(slot) else {
+        // Taking the body over from the attempt that just ended happens
+        // only now that the retry is certain: it makes that attempt's
+        // body fail if its connection still reads it.
+        let next = match (&admitted, &pending) {
+            (Some(_), None) => next_request(template.as_ref(), source.as_ref()),
+            _ => None,
+        };
+        let Some((p, slot)) = admitted.filter(|_| pending.is_some() || next.is_some()) else {
             return Forwarded {
                 result: result.map_err(|e| match outcome {
                     Outcome::PerTryTimeout => ProxyError::Timeout(per_try.unwrap_or_default()),
@@ -223,12 +238,43 @@ pub async fn forward(
                 retries,
             };
         };
+        if next.is_some() {
+            pending = next;
+        }
         drop(result);
         tried.push(endpoint.addr);
         retries.push(outcome);
         _slot = Some(slot);
         stats.upstream_rq_retry.fetch_add(1, Ordering::Relaxed);
         tokio::time::sleep(p.backoff(attempts)).await;
+    }
+}
+
+/// The request of a retry: the same head, and the body replayed (empty
+/// when the request had none). `None` when the body can no longer be
+/// replayed.
+fn next_request(
+    template: Option<&Template>,
+    source: Option<&ReplaySource>,
+) -> Option<Request<RequestBody>> {
+    let body = match source {
+        Some(s) => RequestBody::Replay(s.try_replay()?),
+        None => RequestBody::Empty,
+    };
+    Some(template?.build(body))
+}
+
+/// As Envoy does, an attempt that got no response is charged as a 5xx, so
+/// the classes add up to upstream_rq_total; a failure of the client's own
+/// body is not the upstream's.
+fn count_class(cluster: &Cluster, result: &Result<Response<UpstreamBody>, UpstreamError>) {
+    let class = match result {
+        Ok(resp) => Some((resp.status().as_u16() / 100).clamp(1, 5) as usize - 1),
+        Err(e) if e.body_error.is_none() => Some(4),
+        Err(_) => None,
+    };
+    if let Some(class) = class {
+        cluster.stats().upstream_rq_class[class].fetch_add(1, Ordering::Relaxed);
     }
 }
 

@@ -71,7 +71,7 @@ impl Observe {
                 .wanted
                 .iter()
                 .map(|w| {
-                    let value = req.headers().get(w).cloned();
+                    let value = req.headers().get(w).map(Record::capture);
                     // HTTP/2 carries the authority as `:authority`, not Host.
                     match (value, w == http::header::HOST, req.uri().authority()) {
                         (None, true, Some(a)) => HeaderValue::from_str(a.as_str()).ok(),

@@ -2,8 +2,10 @@
 //! over OTLP (gRPC or HTTP/protobuf).
 //!
 //! The exporter runs behind the SDK's batch processor, on its own thread,
-//! with a bounded queue (2,048 spans): a collector that is down or slow never
-//! blocks a request or grows memory; spans beyond the queue are dropped.
+//! with a queue bounded twice, at 2,048 spans and at [`QUEUE_BYTE_BUDGET`]
+//! bytes (an estimate per span, kept in one atomic): a collector that is
+//! down or slow never blocks a request or grows memory; spans beyond either
+//! bound are dropped and counted.
 //! Without an OTLP endpoint the proxy does not participate: trace headers
 //! pass through unchanged (as a non-tracing Envoy does).
 
@@ -52,12 +54,45 @@ pub struct Tracing {
 pub struct ExportStats {
     pub exported: AtomicU64,
     pub failed: AtomicU64,
+    /// Dropped because the queue held 2,048 spans.
     pub dropped: AtomicU64,
+    /// Dropped because the queue held its byte budget.
+    pub dropped_over_budget: AtomicU64,
     /// Ended spans handed to the exporter queue and not yet exported or failed.
     queued: AtomicU64,
+    /// Their estimated bytes.
+    queued_bytes: AtomicU64,
 }
 
 const MAX_QUEUE: u64 = 2048;
+
+/// Bytes of spans the export queue may hold (besides its 2,048 spans).
+pub const QUEUE_BYTE_BUDGET: u64 = 16 * 1024 * 1024;
+
+/// What an ended span holds in memory, estimated cheaply: its own size,
+/// its name, and its attributes' and events' keys and string values.
+fn estimated_size(span: &SpanData) -> u64 {
+    fn value_len(v: &opentelemetry::Value) -> usize {
+        match v {
+            opentelemetry::Value::String(s) => s.as_str().len(),
+            _ => 16,
+        }
+    }
+    fn kv_len(kv: &KeyValue) -> usize {
+        std::mem::size_of::<KeyValue>() + kv.key.as_str().len() + value_len(&kv.value)
+    }
+    let attributes: usize = span.attributes.iter().map(kv_len).sum();
+    let events: usize = span
+        .events
+        .iter()
+        .map(|e| {
+            std::mem::size_of::<opentelemetry::trace::Event>()
+                + e.name.len()
+                + e.attributes.iter().map(kv_len).sum::<usize>()
+        })
+        .sum();
+    (std::mem::size_of::<SpanData>() + span.name.len() + attributes + events) as u64
+}
 
 /// Counts what the exporter did with each batch.
 #[derive(Debug)]
@@ -72,6 +107,7 @@ impl<E: SpanExporter> SpanExporter for CountingExporter<E> {
         batch: Vec<SpanData>,
     ) -> impl std::future::Future<Output = OTelSdkResult> + Send {
         let n = batch.len() as u64;
+        let bytes: u64 = batch.iter().map(estimated_size).sum();
         let stats = Arc::clone(&self.stats);
         let fut = self.inner.export(batch);
         async move {
@@ -82,11 +118,7 @@ impl<E: SpanExporter> SpanExporter for CountingExporter<E> {
                 &stats.failed
             };
             counter.fetch_add(n, Ordering::Relaxed);
-            let _ = stats
-                .queued
-                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |q| {
-                    Some(q.saturating_sub(n))
-                });
+            stats.release(n, bytes);
             result
         }
     }
@@ -104,32 +136,60 @@ impl<E: SpanExporter> SpanExporter for CountingExporter<E> {
     }
 }
 
-/// Drops (and counts) spans itself when the export queue is full, so the
-/// drop is visible; the batch processor behind it never sees more than its
-/// queue holds.
-#[derive(Debug)]
-struct Bounded {
-    inner: BatchSpanProcessor,
-    stats: Arc<ExportStats>,
-}
-
-impl SpanProcessor for Bounded {
-    fn on_start(&self, span: &mut opentelemetry_sdk::trace::Span, cx: &Context) {
-        self.inner.on_start(span, cx);
-    }
-
-    fn on_end(&self, span: SpanData) {
-        let admitted = self
-            .stats
+impl ExportStats {
+    /// Takes a place in the queue for one span of `bytes`, or counts why not.
+    fn admit(&self, bytes: u64, budget: u64) -> bool {
+        let fits = self
+            .queued_bytes
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |q| {
+                (q + bytes <= budget).then_some(q + bytes)
+            })
+            .is_ok();
+        if !fits {
+            self.dropped_over_budget.fetch_add(1, Ordering::Relaxed);
+            return false;
+        }
+        let counted = self
             .queued
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |q| {
                 (q < MAX_QUEUE).then(|| q + 1)
             })
             .is_ok();
-        if admitted {
+        if !counted {
+            self.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+        counted
+    }
+
+    /// Gives back the places of `n` spans of `bytes` in all (exported or failed).
+    fn release(&self, n: u64, bytes: u64) {
+        for (counter, by) in [(&self.queued, n), (&self.queued_bytes, bytes)] {
+            let _ = counter.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |q| {
+                Some(q.saturating_sub(by))
+            });
+        }
+    }
+}
+
+/// Drops (and counts) spans itself when the export queue is full, by count
+/// or by bytes, so the drop is visible; the batch processor behind it never
+/// sees more than its queue holds.
+#[derive(Debug)]
+struct Bounded<P = BatchSpanProcessor> {
+    inner: P,
+    stats: Arc<ExportStats>,
+    budget: u64,
+}
+
+impl<P: SpanProcessor> SpanProcessor for Bounded<P> {
+    fn on_start(&self, span: &mut opentelemetry_sdk::trace::Span, cx: &Context) {
+        self.inner.on_start(span, cx);
+    }
+
+    fn on_end(&self, span: SpanData) {
+        if self.stats.admit(estimated_size(&span), self.budget) {
             self.inner.on_end(span);
-        } else {
-            self.stats.dropped.fetch_add(1, Ordering::Relaxed);
         }
     }
 
@@ -190,6 +250,7 @@ impl Tracing {
                 .with_batch_config(batch)
                 .build(),
             stats: Arc::clone(&stats),
+            budget: QUEUE_BYTE_BUDGET,
         };
         let mut resource = opentelemetry_sdk::Resource::builder();
         if std::env::var_os("OTEL_SERVICE_NAME").is_none() {
@@ -351,6 +412,63 @@ mod tests {
             "sampling 1.0 starts sampled traces"
         );
         t.shutdown();
+    }
+
+    /// Holds every span it is given, as a batch processor whose collector
+    /// never answers would.
+    #[derive(Debug, Default)]
+    struct Stalled(std::sync::Mutex<Vec<SpanData>>);
+
+    impl SpanProcessor for Stalled {
+        fn on_start(&self, _: &mut opentelemetry_sdk::trace::Span, _: &Context) {}
+        fn on_end(&self, span: SpanData) {
+            self.0.lock().expect("lock").push(span);
+        }
+        fn force_flush(&self) -> OTelSdkResult {
+            Ok(())
+        }
+        fn shutdown_with_timeout(&self, _: Duration) -> OTelSdkResult {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn spans_beyond_the_byte_budget_are_dropped_and_counted() {
+        let stats = Arc::new(ExportStats::default());
+        let provider = SdkTracerProvider::builder()
+            .with_span_processor(Bounded {
+                inner: Stalled::default(),
+                stats: Arc::clone(&stats),
+                budget: 1024 * 1024,
+            })
+            .build();
+        let tracer = provider.tracer("test");
+        let big = "p".repeat(50 * 1024);
+        for _ in 0..100 {
+            let span = tracer
+                .span_builder("GET")
+                .with_attributes(vec![KeyValue::new("url.path", big.clone())])
+                .start(&tracer);
+            drop(span);
+        }
+        let held = stats.queued.load(Ordering::Relaxed);
+        let bytes = stats.queued_bytes.load(Ordering::Relaxed);
+        assert!(bytes <= 1024 * 1024, "{bytes} bytes queued");
+        assert!(
+            (15..=20).contains(&held),
+            "1 MiB holds about 20 spans of 50 KiB: {held}"
+        );
+        assert_eq!(
+            stats.dropped_over_budget.load(Ordering::Relaxed),
+            100 - held
+        );
+        assert_eq!(stats.dropped.load(Ordering::Relaxed), 0);
+        // An export (or a failed one) gives the places back.
+        stats.release(held, bytes);
+        assert_eq!(stats.queued_bytes.load(Ordering::Relaxed), 0);
+        let span = tracer.start("after");
+        drop(span);
+        assert_eq!(stats.queued.load(Ordering::Relaxed), 1);
     }
 
     #[test]

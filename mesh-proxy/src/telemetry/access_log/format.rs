@@ -1,52 +1,17 @@
-//! Access logs: `json`, `text` (Envoy's default line) or an Envoy-style
-//! format string, to stdout, stderr or a file.
-//!
-//! Requests never wait for a log write: finished records go through a
-//! bounded channel to one writer thread, which formats and writes them; when
-//! the channel is full the record is dropped and counted. SIGUSR1 makes the
-//! writer reopen its files, so logrotate's rename-then-signal works.
+//! The access log line formats: `json`, Envoy's default `text` line, and
+//! Envoy-style format strings (`%REQ(X-REQUEST-ID)% %RESPONSE_CODE%`)
+//! parsed once into tokens.
 
 use std::fmt::Write as _;
-use std::io::Write as _;
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
-use http::{HeaderName, HeaderValue};
+use http::HeaderName;
 
-use crate::config::{AccessLogSpec, LogFormat, LogTarget};
-
-/// Everything a log line can say about one request.
-#[derive(Debug, Clone)]
-pub struct Record {
-    pub start: SystemTime,
-    pub duration: Duration,
-    pub method: http::Method,
-    pub path: String,
-    pub protocol: &'static str,
-    pub status: u16,
-    /// SPEC response flag (`UF`, `NR`…), `-` when none.
-    pub flag: &'static str,
-    pub bytes_received: u64,
-    pub bytes_sent: u64,
-    pub upstream_host: Option<SocketAddr>,
-    pub upstream_cluster: Option<Arc<str>>,
-    pub upstream_ms: Option<u64>,
-    pub downstream: SocketAddr,
-    pub listener: Arc<str>,
-    pub route: Option<Arc<str>>,
-    pub attempts: u32,
-    pub trace_id: Option<String>,
-    pub peer_identity: Option<String>,
-    /// Request headers named by the formats (`%REQ(X)%`), in [`AccessLog::wanted`] order.
-    pub headers: Vec<Option<HeaderValue>>,
-}
+use super::Record;
 
 #[derive(Debug, Clone, PartialEq)]
-enum Token {
+pub(super) enum Token {
     Literal(String),
     StartTime,
     Method,
@@ -69,128 +34,26 @@ enum Token {
 }
 
 /// Envoy's default format, for `format: text`.
-const ENVOY_TEXT: &str = "[%START_TIME%] \"%REQ(:METHOD)% %REQ(:PATH)% %PROTOCOL%\" %RESPONSE_CODE% %RESPONSE_FLAGS% %BYTES_RECEIVED% %BYTES_SENT% %DURATION% %RESP(X-MESH-UPSTREAM-SERVICE-TIME)% \"%REQ(X-FORWARDED-FOR)%\" \"%REQ(USER-AGENT)%\" \"%REQ(X-REQUEST-ID)%\" \"%REQ(:AUTHORITY)%\" \"%UPSTREAM_HOST%\" %TRACE_ID%";
+pub(super) const ENVOY_TEXT: &str = "[%START_TIME%] \"%REQ(:METHOD)% %REQ(:PATH)% %PROTOCOL%\" %RESPONSE_CODE% %RESPONSE_FLAGS% %BYTES_RECEIVED% %BYTES_SENT% %DURATION% %RESP(X-MESH-UPSTREAM-SERVICE-TIME)% \"%REQ(X-FORWARDED-FOR)%\" \"%REQ(USER-AGENT)%\" \"%REQ(X-REQUEST-ID)%\" \"%REQ(:AUTHORITY)%\" \"%UPSTREAM_HOST%\" %TRACE_ID%";
 
 #[derive(Debug)]
-enum Format {
+pub(super) enum Format {
     Json,
     Tokens(Vec<Token>),
 }
 
-struct Sink {
-    target: LogTarget,
-    format: Format,
-    out: Option<Box<dyn std::io::Write + Send>>,
-}
-
-/// The access logs of one proxy.
-pub struct AccessLog {
-    tx: SyncSender<Record>,
-    /// Request headers the formats need, captured per request.
-    pub wanted: Vec<HeaderName>,
-    pub dropped: AtomicU64,
-    reopen: Arc<AtomicBool>,
-}
-
-impl std::fmt::Debug for AccessLog {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AccessLog")
-            .field("wanted", &self.wanted)
-            .finish_non_exhaustive()
-    }
-}
-
-impl AccessLog {
-    /// Parses the formats and starts the writer thread; `None` when no
-    /// access log is configured.
-    pub fn start(specs: &[AccessLogSpec]) -> Result<Option<Arc<Self>>, String> {
-        if specs.is_empty() {
-            return Ok(None);
-        }
-        let mut wanted = Vec::new();
-        let mut sinks = Vec::new();
-        for (i, spec) in specs.iter().enumerate() {
-            let format = match &spec.format {
-                LogFormat::Json => Format::Json,
-                LogFormat::Text => Format::Tokens(
-                    parse(ENVOY_TEXT, &mut wanted).map_err(|e| format!("access_log[{i}]: {e}"))?,
-                ),
-                LogFormat::Custom(f) => Format::Tokens(
-                    parse(f, &mut wanted).map_err(|e| format!("access_log[{i}].format: {e}"))?,
-                ),
-            };
-            let mut sink = Sink {
-                target: spec.path.clone(),
-                format,
-                out: None,
-            };
-            sink.open()
-                .map_err(|e| format!("access_log[{i}].path: {e}"))?;
-            sinks.push(sink);
-        }
-        for always in [
-            "x-request-id",
-            "user-agent",
-            "x-forwarded-for",
-            ":authority",
-        ] {
-            let name = header_key(always);
-            if !wanted.contains(&name) {
-                wanted.push(name);
-            }
-        }
-        let (tx, rx) = std::sync::mpsc::sync_channel(4096);
-        let reopen = Arc::new(AtomicBool::new(false));
-        let log = Arc::new(Self {
-            tx,
-            wanted: wanted.clone(),
-            dropped: AtomicU64::new(0),
-            reopen: Arc::clone(&reopen),
-        });
-        std::thread::Builder::new()
-            .name("mesh-access-log".to_owned())
-            .spawn(move || writer(rx, sinks, wanted, reopen))
-            .map_err(|e| format!("cannot start the access log writer: {e}"))?;
-        Ok(Some(log))
-    }
-
-    /// Checks every format without starting anything (`--mode validate`
-    /// and start-up before any port is bound).
-    pub fn check(specs: &[AccessLogSpec]) -> Result<(), String> {
-        for (i, spec) in specs.iter().enumerate() {
-            if let LogFormat::Custom(f) = &spec.format {
-                parse(f, &mut Vec::new()).map_err(|e| format!("access_log[{i}].format: {e}"))?;
-            }
-        }
-        Ok(())
-    }
-
-    /// Queues a record; never blocks.
-    pub fn log(&self, record: Record) {
-        if let Err(TrySendError::Full(_)) = self.tx.try_send(record) {
-            self.dropped.fetch_add(1, Ordering::Relaxed);
-        }
-    }
-
-    /// Reopens file targets at the next record (SIGUSR1).
-    pub fn reopen(&self) {
-        self.reopen.store(true, Ordering::Relaxed);
-    }
-}
-
-/// `:authority` and `:path` style pseudo-headers are kept as names with a
-/// colon prefix mapped to our own marker names.
-fn header_key(name: &str) -> HeaderName {
+/// The header a `%REQ(NAME)%` names: `:authority` is the Host header;
+/// `None` for a name that is not a valid header name.
+pub(super) fn header_key(name: &str) -> Option<HeaderName> {
     let lower = name.to_ascii_lowercase();
     let mapped = match lower.as_str() {
         ":authority" => "host",
         other => other,
     };
-    HeaderName::from_bytes(mapped.as_bytes())
-        .unwrap_or_else(|_| HeaderName::from_static("x-invalid"))
+    HeaderName::from_bytes(mapped.as_bytes()).ok()
 }
 
-fn parse(format: &str, wanted: &mut Vec<HeaderName>) -> Result<Vec<Token>, String> {
+pub(super) fn parse(format: &str, wanted: &mut Vec<HeaderName>) -> Result<Vec<Token>, String> {
     let mut tokens = Vec::new();
     let mut rest = format;
     while let Some(start) = rest.find('%') {
@@ -235,7 +98,7 @@ fn operator(op: &str, wanted: &mut Vec<HeaderName>) -> Result<Token, String> {
             let Some(name) = op.strip_prefix("REQ(").and_then(|s| s.strip_suffix(')')) else {
                 return Err(format!("unknown operator %{op}%"));
             };
-            let key = header_key(name);
+            let key = header_key(name).ok_or_else(|| format!("invalid header name in %{op}%"))?;
             let idx = match wanted.iter().position(|w| *w == key) {
                 Some(i) => i,
                 None => {
@@ -246,60 +109,6 @@ fn operator(op: &str, wanted: &mut Vec<HeaderName>) -> Result<Token, String> {
             Token::Req(idx)
         }
     })
-}
-
-impl Sink {
-    fn open(&mut self) -> std::io::Result<()> {
-        self.out = Some(match &self.target {
-            LogTarget::Stdout => Box::new(std::io::stdout()),
-            LogTarget::Stderr => Box::new(std::io::stderr()),
-            LogTarget::File(p) => Box::new(std::io::BufWriter::new(open_append(p)?)),
-        });
-        Ok(())
-    }
-}
-
-fn open_append(p: &PathBuf) -> std::io::Result<std::fs::File> {
-    std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(p)
-}
-
-fn writer(
-    rx: Receiver<Record>,
-    mut sinks: Vec<Sink>,
-    wanted: Vec<HeaderName>,
-    reopen: Arc<AtomicBool>,
-) {
-    let mut line = String::with_capacity(512);
-    while let Ok(first) = rx.recv() {
-        if reopen.swap(false, Ordering::Relaxed) {
-            for s in &mut sinks {
-                if let Err(e) = s.open() {
-                    tracing::warn!(error = %e, "cannot reopen an access log");
-                }
-            }
-        }
-        let mut next = Some(first);
-        while let Some(record) = next {
-            for s in &mut sinks {
-                line.clear();
-                render(&s.format, &record, &wanted, &mut line);
-                line.push('\n');
-                if let Some(out) = s.out.as_mut() {
-                    let _ = out.write_all(line.as_bytes());
-                }
-            }
-            next = rx.try_recv().ok();
-        }
-        // Flush once the queue is drained, not per line.
-        for s in &mut sinks {
-            if let Some(out) = s.out.as_mut() {
-                let _ = out.flush();
-            }
-        }
-    }
 }
 
 /// One `format: json` line; keys in a fixed, documented order.
@@ -340,7 +149,7 @@ fn header<'a>(record: &'a Record, wanted: &[HeaderName], name: &str) -> Option<&
     record.headers.get(idx)?.as_ref()?.to_str().ok()
 }
 
-fn render(format: &Format, r: &Record, wanted: &[HeaderName], out: &mut String) {
+pub(super) fn render(format: &Format, r: &Record, wanted: &[HeaderName], out: &mut String) {
     match format {
         Format::Json => {
             // A borrowed struct serialized straight into the line: no map
@@ -427,6 +236,11 @@ fn render(format: &Format, r: &Record, wanted: &[HeaderName], out: &mut String) 
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use http::HeaderValue;
+
     use super::*;
 
     fn record(wanted: &[HeaderName]) -> Record {
