@@ -43,8 +43,12 @@ pub enum SpiffeIdError {
         "{input:?} is not a spiffe id: path character {ch:?} is not allowed (only A-Z a-z 0-9 . - _)"
     )]
     PathChar { input: String, ch: char },
-    #[error("{input:?} is not a valid pattern: '*' must be a whole path segment")]
+    #[error("{input:?} is not a valid pattern: '*' and '**' must be a whole path segment")]
     PartialWildcard { input: String },
+    #[error(
+        "{input:?} is not a valid pattern: '**' (the rest of the path) may only be the last path segment"
+    )]
+    DoubleStarNotLast { input: String },
 }
 
 /// A workload identity: `spiffe://<trust-domain>/<path>` with a non-empty path.
@@ -150,13 +154,26 @@ pub fn validate_trust_domain(trust_domain: &str) -> Result<(), SpiffeIdError> {
 }
 
 /// An allow-list entry: a SPIFFE ID in which a path segment may be `*`,
-/// matching exactly one whole segment (`spiffe://mesh.local/ns/*/sa/web`).
+/// matching exactly one whole segment (`spiffe://mesh.local/ns/*/sa/web`),
+/// and the last segment may be `**`, matching one or more segments (the
+/// rest of the path: `spiffe://mesh.local/**` is any workload of the trust
+/// domain; `spiffe://mesh.local/ns/**` does not match
+/// `spiffe://mesh.local/ns` itself). A pattern never matches an ID of
+/// another trust domain.
 #[derive(Clone, PartialEq, Eq, Hash)]
 pub struct SpiffePattern {
     pattern: String,
     trust_domain: String,
-    /// `None` stands for `*`.
-    segments: Vec<Option<String>>,
+    segments: Vec<Segment>,
+}
+
+#[derive(Clone, PartialEq, Eq, Hash)]
+enum Segment {
+    Literal(String),
+    /// `*`: exactly one segment.
+    One,
+    /// `**` (last only): one or more segments.
+    Rest,
 }
 
 impl SpiffePattern {
@@ -170,17 +187,24 @@ impl SpiffePattern {
         }
         let mut segments = Vec::new();
         for segment in path[1..].split('/') {
-            if segment == "*" {
-                segments.push(None);
-                continue;
-            }
-            if segment.contains('*') {
-                return Err(SpiffeIdError::PartialWildcard {
+            if segments.last() == Some(&Segment::Rest) {
+                return Err(SpiffeIdError::DoubleStarNotLast {
                     input: input.to_owned(),
                 });
             }
-            validate_segment(input, segment)?;
-            segments.push(Some(segment.to_owned()));
+            segments.push(match segment {
+                "*" => Segment::One,
+                "**" => Segment::Rest,
+                s if s.contains('*') => {
+                    return Err(SpiffeIdError::PartialWildcard {
+                        input: input.to_owned(),
+                    });
+                }
+                s => {
+                    validate_segment(input, s)?;
+                    Segment::Literal(s.to_owned())
+                }
+            });
         }
         Ok(SpiffePattern {
             pattern: input.to_owned(),
@@ -189,31 +213,43 @@ impl SpiffePattern {
         })
     }
 
-    /// True when `id` is in the pattern's trust domain, has as many path
-    /// segments, and every literal segment is equal.
+    /// True when `id` is in the pattern's trust domain and its path
+    /// segments match one by one: a literal the same segment, `*` any one
+    /// segment, a final `**` whatever segments (at least one) remain.
     pub fn matches(&self, id: &SpiffeId) -> bool {
         if id.trust_domain() != self.trust_domain {
             return false;
         }
-        let mut path = id.path()[1..].split('/');
+        let path = id.path();
+        let mut got = path.get(1..).unwrap_or_default().split('/');
         for want in &self.segments {
-            match (want, path.next()) {
-                (_, None) => return false,
-                (None, Some(_)) => {}
-                (Some(want), Some(got)) if want == got => {}
-                (Some(_), Some(_)) => return false,
+            let Some(got) = got.next() else {
+                return false;
+            };
+            match want {
+                Segment::Rest => return true,
+                Segment::One => {}
+                Segment::Literal(want) if want == got => {}
+                Segment::Literal(_) => return false,
             }
         }
-        path.next().is_none()
+        got.next().is_none()
     }
 
     pub fn as_str(&self) -> &str {
         &self.pattern
     }
 
-    /// True when the pattern has no `*` and so names exactly one ID.
+    /// True when the pattern has no `*` or `**` and so names exactly one ID.
     pub fn is_exact(&self) -> bool {
-        self.segments.iter().all(Option::is_some)
+        self.segments
+            .iter()
+            .all(|s| matches!(s, Segment::Literal(_)))
+    }
+
+    /// The trust domain the pattern matches in.
+    pub fn trust_domain(&self) -> &str {
+        &self.trust_domain
     }
 }
 
@@ -322,3 +358,6 @@ fn truncated(input: &str) -> String {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod props;

@@ -182,7 +182,10 @@ fn rejects_bad_patterns() {
         "spiffe://*/web",
         "spiffe://mesh.local",
         "spiffe://mesh.local/ns//web",
-        "spiffe://mesh.local/**",
+        "spiffe://mesh.local/**/web",
+        "spiffe://**/web",
+        "spiffe://mesh.local/a**",
+        "spiffe://mesh.local/***",
         "mesh.local/web",
     ] {
         assert!(SpiffePattern::parse(bad).is_err(), "{bad}");
@@ -190,6 +193,55 @@ fn rejects_bad_patterns() {
     assert!(matches!(
         SpiffePattern::parse("spiffe://mesh.local/web*"),
         Err(SpiffeIdError::PartialWildcard { .. })
+    ));
+}
+
+#[test]
+fn double_star_matches_one_or_more_segments_of_its_own_trust_domain() {
+    let any = SpiffePattern::parse("spiffe://mesh.local/**").expect("pattern");
+    assert!(!any.is_exact());
+    assert!(any.matches(&id("spiffe://mesh.local/web")));
+    assert!(any.matches(&id("spiffe://mesh.local/ns/prod/sa/web")));
+    assert!(!any.matches(&id("spiffe://other.local/web")));
+    assert!(!any.matches(&id("spiffe://mesh.local.evil/web")));
+    assert!(!any.matches(&id("spiffe://evil.mesh.local/web")));
+    let ns = SpiffePattern::parse("spiffe://mesh.local/ns/**").expect("pattern");
+    assert!(ns.matches(&id("spiffe://mesh.local/ns/prod")));
+    assert!(ns.matches(&id("spiffe://mesh.local/ns/prod/sa/web")));
+    // `**` is "the rest", and there must be a rest: the parent itself is
+    // not matched (as `spiffe://td/a/*` does not match `spiffe://td/a`).
+    assert!(!ns.matches(&id("spiffe://mesh.local/ns")));
+    assert!(!ns.matches(&id("spiffe://mesh.local/nsx/prod")));
+    assert!(!ns.matches(&id("spiffe://mesh.local/web")));
+    let mixed = SpiffePattern::parse("spiffe://mesh.local/ns/*/sa/**").expect("pattern");
+    assert!(mixed.matches(&id("spiffe://mesh.local/ns/prod/sa/web")));
+    assert!(mixed.matches(&id("spiffe://mesh.local/ns/prod/sa/web/v2")));
+    assert!(!mixed.matches(&id("spiffe://mesh.local/ns/prod/sa")));
+    assert!(!mixed.matches(&id("spiffe://mesh.local/ns/prod/x/web")));
+}
+
+#[test]
+fn double_star_only_as_the_whole_last_segment() {
+    let err = SpiffePattern::parse("spiffe://mesh.local/**/web").expect_err("not last");
+    assert!(
+        matches!(err, SpiffeIdError::DoubleStarNotLast { .. }),
+        "{err:?}"
+    );
+    let msg = err.to_string();
+    assert!(msg.contains("\"spiffe://mesh.local/**/web\""), "{msg}");
+    assert!(msg.contains("last path segment"), "{msg}");
+    for partial in ["spiffe://mesh.local/a**", "spiffe://mesh.local/***"] {
+        assert!(
+            matches!(
+                SpiffePattern::parse(partial),
+                Err(SpiffeIdError::PartialWildcard { .. })
+            ),
+            "{partial}"
+        );
+    }
+    assert!(matches!(
+        SpiffePattern::parse("spiffe://**/web"),
+        Err(SpiffeIdError::TrustDomainChar { ch: '*', .. })
     ));
 }
 
