@@ -421,7 +421,7 @@ async fn kubernetes_style_symlink_swap_rotates_the_identity() {
     let port = free_port();
     let cfg = ConfigBuilder::new()
         .set("identity", json!({"cert": secret.join("tls.crt"), "key": secret.join("tls.key"), "trust_bundle": secret.join("ca.crt")}))
-        .http_listener_with("ingress", port, vec![route_prefix("/", "app")], json!({"tls": {"mode": "mutual"}}))
+        .http_listener_with("ingress", port, vec![route_prefix("/", "app")], json!({"tls": {"mode": "mutual", "allow": [CLIENT]}}))
         .cluster("app", &[ledger.addr()]);
     let _proxy = ProxyProcess::start_and_wait(&cfg.build(), &[], &[port])
         .await

@@ -86,9 +86,9 @@ pub enum TlsMode {
 #[derive(Debug, Clone)]
 pub struct DownstreamTlsSpec {
     pub mode: TlsMode,
-    /// SPIFFE ID patterns; `*` matches exactly one path segment. Empty = any
-    /// identity from the trust bundle.
-    pub allow: Vec<String>,
+    /// SPIFFE ID patterns (`*` one path segment, `**` the rest). Never empty
+    /// in mutual mode (validation); empty in server mode.
+    pub allow: Vec<mesh_ca::SpiffePattern>,
 }
 
 #[derive(Debug, Clone)]

@@ -8,6 +8,7 @@
 //! [`client::UpstreamTls`]. Must not: decide routing or authorization of
 //! requests beyond the allow-list of a listener.
 
+pub mod allow;
 mod ca_client;
 pub mod client;
 mod files;

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use mesh_ca::{SpiffeId, SpiffePattern};
+use mesh_ca::SpiffeId;
 use rustls::pki_types::{CertificateDer, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::server::{ClientHello, ResolvesServerCert};
@@ -19,6 +19,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 
+use super::allow::{Admission, AllowList};
 use super::{IdentityStore, human_duration, provider};
 use crate::config::{DownstreamTlsSpec, TlsMode};
 
@@ -91,7 +92,7 @@ pub struct PeerIdentity {
     pub spiffe_id: Option<SpiffeId>,
     /// SHA-256 of the peer's leaf certificate (DER), lower-case hex.
     pub cert_sha256: Option<String>,
-    /// Whether the allow-list admits the peer.
+    /// Whether the allow-list admits the peer at the handshake.
     pub is_allowed: bool,
 }
 
@@ -106,7 +107,7 @@ pub struct TlsServer {
     acceptor: TlsAcceptor,
     store: Arc<IdentityStore>,
     mode: TlsMode,
-    allow: Vec<SpiffePattern>,
+    allow: Arc<AllowList>,
     pub stats: TlsStats,
     listener: Arc<str>,
 }
@@ -119,11 +120,6 @@ impl TlsServer {
         store: Arc<IdentityStore>,
         alpn: &[&[u8]],
     ) -> Result<Self, String> {
-        let allow = spec
-            .allow
-            .iter()
-            .map(|p| SpiffePattern::parse(p).map_err(|e| format!("allow entry \"{p}\": {e}")))
-            .collect::<Result<Vec<_>, _>>()?;
         let builder = ServerConfig::builder_with_provider(provider())
             .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
             .map_err(|e| e.to_string())?;
@@ -139,7 +135,7 @@ impl TlsServer {
             acceptor: TlsAcceptor::from(Arc::new(config)),
             store,
             mode: spec.mode,
-            allow,
+            allow: Arc::new(AllowList::new(spec.allow.clone())),
             stats: TlsStats::default(),
             listener: Arc::from(listener),
         })
@@ -203,9 +199,7 @@ impl TlsServer {
         let peer = match (self.mode, leaf) {
             (TlsMode::Mutual, Some(leaf)) => {
                 let id = mesh_ca::svid_spiffe_id(&leaf).ok();
-                let is_allowed = id.as_ref().is_some_and(|id| {
-                    self.allow.is_empty() || self.allow.iter().any(|p| p.matches(id))
-                });
+                let is_allowed = id.as_ref().is_some_and(|id| self.allow.admits(id));
                 if !is_allowed {
                     let claimed = id.as_ref().map(|i| i.to_string());
                     let words = format!(
@@ -239,6 +233,19 @@ impl TlsServer {
         self.stats.count(reason);
         let who = claimed.map(|c| format!(" ({c})")).unwrap_or_default();
         tracing::info!(listener = %self.listener, peer = ?peer, reason = reason.as_str(), "tls: {words}{who}");
+    }
+
+    /// Installs a reloaded allow-list: open connections re-check their
+    /// peer against it (HTTP on the next request, TCP at once).
+    pub fn replace_allow(&self, spec: &DownstreamTlsSpec) {
+        self.allow.replace(spec.allow.clone());
+    }
+
+    /// The peer's standing against this listener's current allow-list;
+    /// `None` (always admitted) without mutual TLS.
+    pub fn admission(&self, peer: &PeerIdentity) -> Option<Admission> {
+        (self.mode == TlsMode::Mutual)
+            .then(|| Admission::new(Arc::clone(&self.allow), peer.spiffe_id.clone()))
     }
 
     /// Our own SPIFFE ID now (for `x-forwarded-client-cert: By=`).

@@ -118,7 +118,7 @@ impl HttpServer {
             return;
         };
         down.is_tls = true;
-        down.is_allowed = identity.is_allowed;
+        down.admission = tls.admission(&identity);
         down.xfcc = xfcc(tls.own_id().as_ref(), &identity);
         down.peer_identity = identity.spiffe_id.as_ref().map(|id| id.to_string());
         let protocol = match stream.get_ref().1.alpn_protocol() {

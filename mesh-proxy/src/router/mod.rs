@@ -29,6 +29,7 @@ use tokio::time::Instant;
 
 use crate::body::{DownstreamBody, RequestBody};
 use crate::config::{LimitsSpec, UpstreamProtocol};
+use crate::identity::allow::Admission;
 pub use headers::{X_MESH_ERROR, X_REQUEST_ID};
 pub use observe::{Exchange, Observe, ObservedBody};
 pub use reply::{ProxyError, ResponseBody, local_reply};
@@ -74,9 +75,10 @@ pub struct Downstream {
     /// The peer IP, formatted once per connection.
     pub peer_ip: HeaderValue,
     pub is_tls: bool,
-    /// Whether the listener's allow-list admits the peer (always true
-    /// without mutual TLS). A peer outside it gets 403 `UAEX` per request.
-    pub is_allowed: bool,
+    /// The peer against the listener's current allow-list (`None`: no
+    /// mutual TLS, always admitted). Checked per request, so a reload that
+    /// drops the peer answers its next request with 403 `UAEX`.
+    pub admission: Option<Admission>,
     /// `x-forwarded-client-cert` for the app, on mutual TLS listeners,
     /// built once per connection.
     pub xfcc: Option<HeaderValue>,
@@ -106,7 +108,7 @@ impl Downstream {
             peer,
             peer_ip,
             is_tls: false,
-            is_allowed: true,
+            admission: None,
             xfcc: None,
             peer_identity: None,
             draining: std::sync::atomic::AtomicBool::new(false),
@@ -115,6 +117,11 @@ impl Downstream {
             requests: AtomicU64::new(0),
             upgrade: std::sync::Mutex::new(None),
         }
+    }
+
+    /// Whether the listener's allow-list admits the peer now.
+    pub fn is_allowed(&self) -> bool {
+        self.admission.as_ref().is_none_or(Admission::is_allowed)
     }
 }
 
@@ -263,7 +270,7 @@ async fn proxy(
     uri: &Uri,
     mut obs: Option<&mut Exchange>,
 ) -> Result<Response<ResponseBody>, ProxyError> {
-    if !down.is_allowed {
+    if !down.is_allowed() {
         return Err(ProxyError::Unauthorized);
     }
     if check_limits(&req, &ctx.limits)? {

@@ -206,6 +206,20 @@ fn upstream_mutual_tls_with_mesh_trust_requires_a_peer() {
 }
 
 #[test]
+fn upstream_mesh_trust_requires_a_peer_in_server_mode_too() {
+    for tls in ["{mode: server}", "{mode: server, trust: mesh}"] {
+        let errors = cluster_with_identity(&format!(
+            "{{name: db, endpoints: [127.0.0.1:1], tls: {tls}}}"
+        ))
+        .unwrap_err()
+        .errors;
+        assert_eq!(errors.len(), 1, "{tls}: {errors:?}");
+        assert_error_in(&errors, "clusters[2].tls.peer", "required with trust: mesh");
+        assert_error_in(&errors, "clusters[2].tls.peer", "any workload certificate");
+    }
+}
+
+#[test]
 fn upstream_tls_words_are_checked() {
     let errors = cluster_with_identity(
         "{name: db, endpoints: [127.0.0.1:1], tls: {mode: server, trust: sytem}}",

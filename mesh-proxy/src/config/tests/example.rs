@@ -179,8 +179,9 @@ fn spec_example_validates_to_the_documented_values() {
     );
     let tls = ingress.tls.as_ref().unwrap();
     assert_eq!(tls.mode, TlsMode::Mutual);
+    let allow: Vec<&str> = tls.allow.iter().map(|p| p.as_str()).collect();
     assert_eq!(
-        tls.allow,
+        allow,
         ["spiffe://mesh.local/edge", "spiffe://mesh.local/web"]
     );
     assert!(
@@ -269,8 +270,9 @@ fn spec_example_validates_to_the_documented_values() {
 
     let pg = &config.listeners[2];
     assert!(matches!(&pg.kind, ListenerKind::Tcp { cluster } if cluster == "postgres"));
+    let allow = &pg.tls.as_ref().unwrap().allow;
     assert_eq!(
-        pg.tls.as_ref().unwrap().allow,
+        allow.iter().map(|p| p.as_str()).collect::<Vec<_>>(),
         ["spiffe://mesh.local/frontend-proxy"]
     );
 

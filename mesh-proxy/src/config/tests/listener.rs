@@ -212,6 +212,43 @@ fn allow_entries_must_be_spiffe_ids_with_whole_segment_globs() {
 }
 
 #[test]
+fn a_mutual_listener_without_allow_is_refused_with_the_spelling_for_anyone() {
+    for (tls, protocol) in [
+        ("{}", "routes: [{cluster: app}]"),
+        ("{mode: mutual}", "routes: [{cluster: app}]"),
+        ("{allow: []}", "routes: [{cluster: app}]"),
+        ("{mode: mutual, allow: []}", "protocol: tcp, cluster: app"),
+    ] {
+        let yaml = with_listener(&format!(
+            "{{name: api, address: 127.0.0.1:8001, tls: {tls}, {protocol}}}"
+        ));
+        let errors = load_with_identity(&yaml).unwrap_err().errors;
+        assert_eq!(errors.len(), 1, "{tls}: {errors:?}");
+        assert_error_in(&errors, "listeners[1].tls.allow", "would admit nobody");
+        assert_error_in(
+            &errors,
+            "listeners[1].tls.allow",
+            "spiffe://<trust-domain>/** for any workload of the trust domain",
+        );
+    }
+}
+
+#[test]
+fn allow_takes_a_final_double_star_only() {
+    let yaml = with_listener(
+        "{name: api, address: 127.0.0.1:8001, routes: [{cluster: app}], \
+         tls: {allow: [spiffe://mesh.local/ns/*/sa/**, spiffe://mesh.local/**/web, spiffe://other.td/**]}}",
+    );
+    let errors = load_with_identity(&yaml).unwrap_err().errors;
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert_error_in(
+        &errors,
+        "listeners[1].tls.allow[1]",
+        "'**' (the rest of the path) may only be the last path segment",
+    );
+}
+
+#[test]
 fn allow_needs_mutual_tls() {
     let yaml = with_listener(
         "{name: api, address: 127.0.0.1:8001, routes: [{cluster: app}], \
@@ -223,12 +260,21 @@ fn allow_needs_mutual_tls() {
 
 #[test]
 fn tls_defaults_to_mutual_and_mutual_listeners_trust_forwarded_headers() {
-    let yaml =
-        with_listener("{name: api, address: 127.0.0.1:8001, tls: {}, routes: [{cluster: app}]}");
+    let yaml = with_listener(
+        "{name: api, address: 127.0.0.1:8001, tls: {allow: [spiffe://mesh.local/**]}, routes: [{cluster: app}]}",
+    );
     let config = load_with_identity(&yaml).unwrap();
     let api = &config.listeners[1];
     assert_eq!(api.tls.as_ref().unwrap().mode, TlsMode::Mutual);
-    assert!(api.tls.as_ref().unwrap().allow.is_empty());
+    let allow: Vec<&str> = api
+        .tls
+        .as_ref()
+        .unwrap()
+        .allow
+        .iter()
+        .map(|p| p.as_str())
+        .collect();
+    assert_eq!(allow, ["spiffe://mesh.local/**"]);
     assert!(api.trust_forwarded);
     assert!(
         !config.listeners[0].trust_forwarded,
@@ -236,7 +282,7 @@ fn tls_defaults_to_mutual_and_mutual_listeners_trust_forwarded_headers() {
     );
 
     let yaml = with_listener(
-        "{name: api, address: 127.0.0.1:8001, tls: {}, trust_forwarded: false, routes: [{cluster: app}]}",
+        "{name: api, address: 127.0.0.1:8001, tls: {allow: [spiffe://mesh.local/web]}, trust_forwarded: false, routes: [{cluster: app}]}",
     );
     assert!(!load_with_identity(&yaml).unwrap().listeners[1].trust_forwarded);
     let yaml = with_listener(

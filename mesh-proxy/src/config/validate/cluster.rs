@@ -189,10 +189,16 @@ fn upstream_tls(
             cx.check(&join(at, "peer"), values::spiffe_id(p, false))
                 .is_some()
         }),
-        None if mode == TlsMode::Mutual && trust == UpstreamTrust::Mesh => {
+        // Without a peer, any certificate the mesh CA ever issued would do:
+        // every workload could answer for this cluster.
+        None if trust == UpstreamTrust::Mesh => {
+            let why = match mode {
+                TlsMode::Mutual => "required with mode: mutual",
+                TlsMode::Server => "required with trust: mesh",
+            };
             cx.error(
                 &join(at, "peer"),
-                "required with mode: mutual: the SPIFFE ID the upstream must present",
+                format!("{why}: the SPIFFE ID the upstream must present (without one, any workload certificate of the mesh would be accepted)"),
             );
             None
         }

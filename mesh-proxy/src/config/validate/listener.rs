@@ -2,6 +2,8 @@
 
 use std::net::SocketAddr;
 
+use mesh_ca::SpiffePattern;
+
 use super::super::model::*;
 use super::super::raw::{DownstreamTlsConfig, ListenerConfig};
 use super::super::suggest::did_you_mean;
@@ -154,20 +156,37 @@ fn downstream_tls(
         None => TlsMode::Mutual,
         Some(text) => cx.check(&join(at, "mode"), tls_mode(text))?,
     };
-    let allow = raw.allow.unwrap_or_default();
-    if mode == TlsMode::Server && !allow.is_empty() {
-        cx.error(
-            &join(at, "allow"),
-            "allow needs client certificates: use mode: mutual",
-        );
+    let allow = allow_list(cx, &join(at, "allow"), mode, raw.allow.unwrap_or_default());
+    allow.map(|allow| DownstreamTlsSpec { mode, allow })
+}
+
+/// `tls.allow`: who may connect. A mutual listener must say it, even for
+/// "anyone of the mesh": an empty list would admit nobody, and before this
+/// check it silently admitted every certificate of the trust bundle.
+fn allow_list(
+    cx: &mut Ctx<'_>,
+    at: &str,
+    mode: TlsMode,
+    raw: Vec<String>,
+) -> Option<Vec<SpiffePattern>> {
+    match mode {
+        TlsMode::Server if !raw.is_empty() => {
+            cx.error(at, "allow needs client certificates: use mode: mutual");
+        }
+        TlsMode::Mutual if raw.is_empty() => cx.error(
+            at,
+            "required with mode: mutual (an empty list would admit nobody): list the SPIFFE IDs \
+             that may connect, or spiffe://<trust-domain>/** for any workload of the trust domain",
+        ),
+        _ => {}
     }
-    let mut ok = true;
-    for (i, id) in allow.iter().enumerate() {
-        ok &= cx
-            .check(&index(&join(at, "allow"), i), values::spiffe_id(id, true))
-            .is_some();
+    let mut out = Vec::with_capacity(raw.len());
+    for (i, text) in raw.iter().enumerate() {
+        if let Some(pattern) = cx.check(&index(at, i), values::spiffe_pattern(text)) {
+            out.push(pattern);
+        }
     }
-    ok.then_some(DownstreamTlsSpec { mode, allow })
+    (out.len() == raw.len()).then_some(out)
 }
 
 pub(super) fn tls_mode(text: &str) -> Result<TlsMode, String> {

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use http::{HeaderName, HeaderValue, Method, StatusCode};
+use mesh_ca::SpiffePattern;
 
 use super::super::model::{EndpointAddr, HostMatch};
 use super::super::suggest::did_you_mean;
@@ -123,7 +124,7 @@ pub(super) fn name(text: &str) -> Result<(), String> {
 }
 
 /// `spiffe://trust-domain/path`; with `wildcards` a `*` may stand for one
-/// whole path segment.
+/// whole path segment and a last `**` for the rest of the path.
 pub(super) fn spiffe_id(text: &str, wildcards: bool) -> Result<(), String> {
     let bad = |why: &str| format!("invalid SPIFFE ID \"{text}\": {why}");
     let rest = text
@@ -144,8 +145,14 @@ pub(super) fn spiffe_id(text: &str, wildcards: bool) -> Result<(), String> {
             "a workload ID needs a path, as spiffe://mesh.local/orders",
         ));
     }
-    for segment in path.split('/') {
-        let is_glob = wildcards && segment == "*";
+    let segments = path.split('/').count();
+    for (i, segment) in path.split('/').enumerate() {
+        if wildcards && segment == "**" && i + 1 < segments {
+            return Err(bad(
+                "'**' (the rest of the path) may only be the last path segment",
+            ));
+        }
+        let is_glob = wildcards && (segment == "*" || segment == "**");
         let valid = !segment.is_empty()
             && segment != "."
             && segment != ".."
@@ -162,6 +169,13 @@ pub(super) fn spiffe_id(text: &str, wildcards: bool) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// An allow-list entry: checked by [`spiffe_id`] (the proxy's words), then
+/// parsed by the matcher the listener will use.
+pub(super) fn spiffe_pattern(text: &str) -> Result<SpiffePattern, String> {
+    spiffe_id(text, true)?;
+    SpiffePattern::parse(text).map_err(|e| e.to_string())
 }
 
 pub(super) fn header_name(text: &str) -> Result<HeaderName, String> {
@@ -322,6 +336,12 @@ mod tests {
         assert!(spiffe_id("spiffe://Mesh.local/x", false).is_err());
         assert!(spiffe_id("https://mesh.local/x", false).is_err());
         assert!(spiffe_id("spiffe://mesh.local/a//b", false).is_err());
+        assert!(spiffe_id("spiffe://mesh.local/**", true).is_ok());
+        assert!(spiffe_id("spiffe://mesh.local/ns/*/sa/**", true).is_ok());
+        assert!(spiffe_id("spiffe://mesh.local/**", false).is_err());
+        assert!(spiffe_id("spiffe://mesh.local/**/web", true).is_err());
+        assert!(spiffe_id("spiffe://mesh.local/***", true).is_err());
+        assert!(spiffe_pattern("spiffe://mesh.local/ns/**").is_ok());
     }
 
     #[test]
