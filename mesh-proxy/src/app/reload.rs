@@ -5,8 +5,12 @@
 //!
 //! - clusters whose spec is unchanged are kept (pools, health, ejections);
 //!   changed and new ones are built; removed ones go away with their last user;
-//! - an HTTP listener whose address, protocol, TLS and limits are unchanged
-//!   keeps its socket and gets the new route table in one atomic swap;
+//! - an HTTP listener whose address, protocol, TLS mode and limits are
+//!   unchanged keeps its socket and gets the new route table in one atomic
+//!   swap;
+//! - a listener's new `tls.allow` applies to its open connections: the next
+//!   HTTP request of a peer no longer listed gets 403 `UAEX`, a TCP tunnel of
+//!   one is closed (a replaced listener's connections get it too);
 //! - a changed listener is closed and bound anew, a removed one stops
 //!   accepting (its connections finish), a new one starts.
 //!
@@ -18,7 +22,7 @@ use std::sync::atomic::Ordering;
 
 use super::build::{self, ClusterMap, Shared, same};
 use super::{Runtime, Topology};
-use crate::config::{Config, ListenerKind, ListenerSpec};
+use crate::config::{Config, ListenerKind, ListenerSpec, TlsMode};
 use crate::listener::BoundListener;
 
 /// Reloads `path`; the error says why the old config stays.
@@ -71,6 +75,9 @@ async fn apply(rt: &Runtime, path: &Path) -> Result<(), String> {
             stay.push((i, r));
         } else {
             tracing::info!(listener = %r.spec.name, "listener closed by reload");
+            if let Some(spec) = new.listeners.iter().find(|s| s.name == r.spec.name) {
+                refresh_allow(&r, spec);
+            }
             r.stop.start();
         }
     }
@@ -79,6 +86,7 @@ async fn apply(rt: &Runtime, path: &Path) -> Result<(), String> {
         if let (Some(table), Some(http)) = (table, &r.info.http) {
             http.routes.store(Arc::new(table));
         }
+        refresh_allow(&r, &spec);
         r.spec = spec;
         next.push(r);
     }
@@ -150,8 +158,26 @@ fn same_socket(old: &ListenerSpec, new: &ListenerSpec) -> bool {
     kind_same
         && old.address == new.address
         && old.trust_forwarded == new.trust_forwarded
-        && same(&old.tls, &new.tls)
+        && same_tls_mode(old, new)
         && same(&old.limits, &new.limits)
+}
+
+/// A changed `allow` alone keeps the socket: it is swapped in place.
+fn same_tls_mode(old: &ListenerSpec, new: &ListenerSpec) -> bool {
+    match (&old.tls, &new.tls) {
+        (None, None) => true,
+        (Some(a), Some(b)) => a.mode == b.mode,
+        _ => false,
+    }
+}
+
+/// Open connections of `running` re-check their peer against the allow-list
+/// of `spec`, the listener's new config.
+fn refresh_allow(running: &super::Running, spec: &ListenerSpec) {
+    match (&running.info.tls, &spec.tls) {
+        (Some(server), Some(tls)) if tls.mode == TlsMode::Mutual => server.replace_allow(tls),
+        _ => {}
+    }
 }
 
 fn warn_restart_only(old: &Config, new: &Config) {

@@ -10,11 +10,12 @@ use tokio::net::TcpStream;
 use super::io::{Activity, ActivityIo};
 use crate::cluster::Cluster;
 use crate::config::LimitsSpec;
-use crate::identity::server::TlsServer;
+use crate::identity::allow::Admission;
+use crate::identity::server::{PeerIdentity, TlsServer};
 
 /// Serves one TCP connection; on a `tls:` listener the handshake comes first
 /// and a peer outside the allow-list is closed (logged and counted by
-/// [`TlsServer`]).
+/// [`TlsServer`]), at the handshake or as soon as a reload drops it.
 pub async fn serve(
     client: TcpStream,
     peer: SocketAddr,
@@ -23,21 +24,42 @@ pub async fn serve(
     tls: Option<&TlsServer>,
 ) {
     match tls {
-        None => tunnel(client, peer, cluster, limits).await,
+        None => tunnel(client, peer, cluster, limits, std::future::pending()).await,
         Some(tls) => {
             let Some((stream, identity)) = tls.accept(client, limits.header_read_timeout).await
             else {
                 return;
             };
-            if identity.is_allowed {
-                tunnel(stream, peer, cluster, limits).await;
+            if !identity.is_allowed {
+                return;
+            }
+            match tls.admission(&identity) {
+                Some(admission) => {
+                    let revoked = revoked(admission, peer, &identity);
+                    tunnel(stream, peer, cluster, limits, revoked).await;
+                }
+                None => tunnel(stream, peer, cluster, limits, std::future::pending()).await,
             }
         }
     }
 }
 
-async fn tunnel<I>(client: I, peer: SocketAddr, cluster: &Arc<Cluster>, limits: &LimitsSpec)
-where
+/// Resolves (and logs) once a reload removed the peer from the allow-list.
+async fn revoked(admission: Admission, peer: SocketAddr, identity: &PeerIdentity) {
+    admission.revoked().await;
+    let id = identity.spiffe_id.as_ref().map(|id| id.to_string());
+    tracing::info!(%peer, identity = id.as_deref().unwrap_or("(none)"), "tcp connection closed: identity no longer in allow after a reload");
+}
+
+/// Copies bytes both ways until either side closes, the connection idles
+/// out, or `revoked` resolves.
+async fn tunnel<I>(
+    client: I,
+    peer: SocketAddr,
+    cluster: &Arc<Cluster>,
+    limits: &LimitsSpec,
+    revoked: impl Future<Output = ()>,
+) where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
     let Some(endpoint) = cluster.pick(&[]) else {
@@ -64,5 +86,6 @@ where
         _ = activity.idle_for(limits.idle_timeout) => {
             tracing::debug!(%peer, "tcp connection idle; closing");
         }
+        _ = revoked => {}
     }
 }

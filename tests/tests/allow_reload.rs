@@ -1,0 +1,250 @@
+//! End-to-end: a reload that removes an identity from `tls.allow` applies to
+//! connections already open, over real sockets and real mTLS with
+//! certificates of the bundled CA: the next HTTP/1.1 and HTTP/2 request of
+//! that identity gets 403 `UAEX`, its raw TCP tunnel is closed, and another
+//! identity still listed keeps being served on its open connections.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use mesh_ca::testing::{TestCert, TestPki};
+use mesh_tests::{ConfigBuilder, LedgerUpstream, ProxyProcess, free_port, route_prefix};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
+
+const TD: &str = "mesh.test";
+const SERVER: &str = "spiffe://mesh.test/ns/default/sa/server";
+const WEB: &str = "spiffe://mesh.test/ns/default/sa/web";
+const API: &str = "spiffe://mesh.test/ns/default/sa/api";
+const DEADLINE: Duration = Duration::from_secs(10);
+
+type Http1 = hyper::client::conn::http1::SendRequest<Empty<Bytes>>;
+type Http2 = hyper::client::conn::http2::SendRequest<Empty<Bytes>>;
+
+/// The proxy's config: an mTLS HTTP listener and an mTLS TCP listener (to
+/// an echo server), both allowing `allow`.
+fn config(dir: &Path, ports: (u16, u16, u16), app: &str, echo: &str, allow: &[&str]) -> String {
+    let tls = json!({"tls": {"mode": "mutual", "allow": allow}});
+    ConfigBuilder::new()
+        .admin(ports.2)
+        .set("identity", json!({"cert": dir.join("server.crt"), "key": dir.join("server.key"), "trust_bundle": dir.join("ca.crt")}))
+        .http_listener_with("ingress", ports.0, vec![route_prefix("/", "app")], tls.clone())
+        .tcp_listener_with("raw", ports.1, "echo", tls)
+        .cluster("app", &[app])
+        .cluster("echo", &[echo])
+        .build()
+}
+
+/// A TCP echo server: every connection gets its bytes back.
+async fn echo_server() -> std::net::SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind echo");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let (mut r, mut w) = stream.split();
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+            });
+        }
+    });
+    addr
+}
+
+/// A TLS connection to `port` presenting `cert`, offering `alpn`.
+async fn connect(port: u16, pki: &TestPki, cert: &TestCert, alpn: &[u8]) -> TlsStream<TcpStream> {
+    let mut roots = rustls::RootCertStore::empty();
+    for der in CertificateDer::pem_slice_iter(pki.bundle_pem().as_bytes()) {
+        roots.add(der.expect("bundle pem")).expect("root");
+    }
+    let chain: Vec<CertificateDer<'static>> =
+        CertificateDer::pem_slice_iter(cert.chain_pem.as_bytes())
+            .collect::<Result<_, _>>()
+            .expect("chain pem");
+    let key = PrivateKeyDer::from_pem_slice(cert.key_pem.as_bytes()).expect("key pem");
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_root_certificates(roots)
+        .with_client_auth_cert(chain, key)
+        .expect("client cert");
+    if !alpn.is_empty() {
+        config.alpn_protocols = vec![alpn.to_vec()];
+    }
+    let tcp = TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect");
+    let name = ServerName::try_from("svc.mesh.test").expect("name");
+    TlsConnector::from(Arc::new(config))
+        .connect(name, tcp)
+        .await
+        .expect("mTLS handshake")
+}
+
+async fn h1(port: u16, pki: &TestPki, cert: &TestCert) -> Http1 {
+    let tls = connect(port, pki, cert, b"http/1.1").await;
+    let (tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        .await
+        .expect("h1 handshake");
+    tokio::spawn(conn);
+    tx
+}
+
+async fn h2(port: u16, pki: &TestPki, cert: &TestCert) -> Http2 {
+    let tls = connect(port, pki, cert, b"h2").await;
+    let (tx, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
+        .await
+        .expect("h2 handshake");
+    tokio::spawn(conn);
+    tx
+}
+
+/// Status and `x-mesh-error` of one GET.
+async fn get<F>(send: F) -> (u16, String)
+where
+    F: Future<Output = hyper::Result<hyper::Response<hyper::body::Incoming>>>,
+{
+    let resp = tokio::time::timeout(DEADLINE, send)
+        .await
+        .expect("response in time")
+        .expect("response on the open connection");
+    let status = resp.status().as_u16();
+    let flag = resp
+        .headers()
+        .get("x-mesh-error")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("-")
+        .to_owned();
+    let _ = resp.into_body().collect().await;
+    (status, flag)
+}
+
+fn request() -> hyper::Request<Empty<Bytes>> {
+    hyper::Request::get("https://svc.mesh.test/x")
+        .header("host", "svc.mesh.test")
+        .body(Empty::new())
+        .expect("request")
+}
+
+async fn get_h1(tx: &mut Http1) -> (u16, String) {
+    get(tx.send_request(request())).await
+}
+
+async fn get_h2(tx: &mut Http2) -> (u16, String) {
+    get(tx.send_request(request())).await
+}
+
+/// Sends `ping` through the tunnel; true when it came back.
+async fn echoes(tunnel: &mut TlsStream<TcpStream>) -> bool {
+    if tunnel.write_all(b"ping").await.is_err() || tunnel.flush().await.is_err() {
+        return false;
+    }
+    let mut buf = [0u8; 4];
+    matches!(
+        tokio::time::timeout(DEADLINE, tunnel.read_exact(&mut buf)).await,
+        Ok(Ok(_)) if &buf == b"ping"
+    )
+}
+
+/// Waits for the proxy to end the tunnel (EOF or reset), within DEADLINE.
+async fn closed_by_proxy(tunnel: &mut TlsStream<TcpStream>) -> bool {
+    let mut buf = [0u8; 64];
+    loop {
+        match tokio::time::timeout(DEADLINE, tunnel.read(&mut buf)).await {
+            Err(_) => return false,
+            Ok(Ok(0) | Err(_)) => return true,
+            Ok(Ok(_)) => {}
+        }
+    }
+}
+
+async fn stat(admin: u16, name: &str) -> u64 {
+    mesh_tests::admin_stat(admin, name).await.unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_removing_an_identity_from_allow_applies_to_open_connections() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let pki = TestPki::new(TD);
+    // Writes server.crt, server.key and the bundle, ca.crt.
+    pki.write(
+        d,
+        "server",
+        &pki.leaf_with_sans(SERVER, &["svc.mesh.test"], &[]),
+    );
+    let (web, api) = (pki.leaf(WEB), pki.leaf(API));
+    let ledger = LedgerUpstream::start().await.expect("ledger");
+    let echo = echo_server().await;
+    let ports = (free_port(), free_port(), free_port());
+    let (app, echo) = (ledger.addr().to_string(), echo.to_string());
+    let proxy = ProxyProcess::start_and_wait(
+        &config(d, ports, &app, &echo, &[WEB, API]),
+        &[],
+        &[ports.0, ports.1, ports.2],
+    )
+    .await
+    .expect("proxy starts");
+
+    let (mut web1, mut web2, mut api2) = (
+        h1(ports.0, &pki, &web).await,
+        h2(ports.0, &pki, &web).await,
+        h2(ports.0, &pki, &api).await,
+    );
+    let ok = (200, "-".to_owned());
+    assert_eq!(get_h1(&mut web1).await, ok, "web over HTTP/1.1 before");
+    assert_eq!(get_h2(&mut web2).await, ok, "web over HTTP/2 before");
+    assert_eq!(get_h2(&mut api2).await, ok, "api over HTTP/2 before");
+    let mut web_tcp = connect(ports.1, &pki, &web, b"").await;
+    let mut api_tcp = connect(ports.1, &pki, &api, b"").await;
+    assert!(echoes(&mut web_tcp).await, "web tunnel before");
+    assert!(echoes(&mut api_tcp).await, "api tunnel before");
+
+    proxy
+        .write_config(&config(d, ports, &app, &echo, &[API]))
+        .expect("write config");
+    proxy.signal("HUP").expect("HUP");
+    let applied = mesh_tests::wait_until_ok(DEADLINE, Duration::from_millis(20), || async {
+        stat(ports.2, "server.config_reload_total").await >= 1
+    })
+    .await;
+    assert!(applied, "reload not applied: {}", proxy.stderr_text());
+    assert_eq!(stat(ports.2, "server.config_reload_failed").await, 0);
+
+    let denied = (403, "UAEX".to_owned());
+    assert_eq!(
+        get_h1(&mut web1).await,
+        denied,
+        "web's open HTTP/1.1 connection"
+    );
+    assert_eq!(
+        get_h2(&mut web2).await,
+        denied,
+        "web's open HTTP/2 connection"
+    );
+    assert_eq!(get_h2(&mut api2).await, ok, "api's open HTTP/2 connection");
+    assert!(
+        closed_by_proxy(&mut web_tcp).await,
+        "web's tunnel stays open"
+    );
+    assert!(echoes(&mut api_tcp).await, "api's tunnel was closed too");
+    let stderr = proxy.stderr_text();
+    assert!(
+        stderr.contains("identity no longer in allow"),
+        "the closed tunnel is not logged: {stderr}"
+    );
+
+    // The reload kept both listeners: new connections meet the new list.
+    let (mut api1, mut web_new) = (h1(ports.0, &pki, &api).await, h1(ports.0, &pki, &web).await);
+    assert_eq!(get_h1(&mut api1).await, ok, "a new api connection");
+    assert_eq!(get_h1(&mut web_new).await, denied, "a new web connection");
+}
