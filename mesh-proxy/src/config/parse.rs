@@ -24,7 +24,7 @@ pub(crate) fn parse(text: &str) -> Parsed {
         Err(error) => {
             return Parsed {
                 raw: None,
-                errors: vec![syntax_error(&error)],
+                errors: vec![syntax_error(text, &error)],
             };
         }
         // An empty file is an empty config: every key is optional.
@@ -66,19 +66,58 @@ fn split_location(error: &serde_yaml::Error) -> (Option<(usize, usize)>, String)
     (line_col, message)
 }
 
-fn syntax_error(error: &serde_yaml::Error) -> ConfigError {
-    let (line_col, message) = split_location(error);
+fn syntax_error(text: &str, error: &serde_yaml::Error) -> ConfigError {
+    let (mut line_col, message) = split_location(error);
     // Duplicate keys come as `node: duplicate entry with key "name"`.
     let (path, message) = match message.split_once(": ") {
         Some((path, rest)) if !path.contains(' ') && !path.contains('?') => (path, rest),
         _ => ("", message.as_str()),
     };
     let message = if message.contains("more than one document") {
+        // serde_yaml gives no location for this one.
+        line_col = line_col.or_else(|| Some(second_document(text)));
         "the file holds more than one yaml document (---); a config is one document"
+    } else if message.contains("repetition limit exceeded") {
+        // Aliases expanding into a huge tree (the "billion laughs"): no
+        // location from serde_yaml either; point at the first alias.
+        line_col = line_col.or_else(|| Some(first_alias(text)));
+        "aliases (*name) expand to too many values (repetition limit exceeded)"
     } else {
         message
     };
     ConfigError::new(path, format!("invalid yaml: {message}")).with_line_col(line_col)
+}
+
+/// Where the second YAML document starts: the first `---` or `...` line
+/// after some content (line 1 when none is found).
+fn second_document(text: &str) -> (usize, usize) {
+    let mut in_document = false;
+    for (i, line) in text.lines().enumerate() {
+        let marker = line.starts_with("---") || line.starts_with("...");
+        if marker && in_document {
+            return (i + 1, 1);
+        }
+        let code = line.trim();
+        in_document |=
+            marker || !(code.is_empty() || code.starts_with('#') || code.starts_with('%'));
+    }
+    (1, 1)
+}
+
+/// Where the first alias (`*name` after a space, `[`, `,` or `:`) is.
+fn first_alias(text: &str) -> (usize, usize) {
+    for (i, line) in text.lines().enumerate() {
+        let bytes = line.as_bytes();
+        let at = bytes.windows(3).position(|w| {
+            matches!(w[0], b' ' | b'[' | b',' | b':')
+                && w[1] == b'*'
+                && w[2].is_ascii_alphanumeric()
+        });
+        if let Some(at) = at {
+            return (i + 1, line[..at + 1].chars().count() + 1);
+        }
+    }
+    (1, 1)
 }
 
 /// A value of the wrong YAML type: serde_yaml knows where, serde_path_to_error which key.
@@ -154,7 +193,8 @@ fn render(segments: &[Segment], wildcard: bool) -> String {
                 if !out.is_empty() {
                     out.push('.');
                 }
-                out.push_str(key);
+                // An empty key still shows in the path.
+                out.push_str(if key.is_empty() { "\"\"" } else { key });
             }
             Segment::Index(_) if wildcard => out.push_str("[*]"),
             Segment::Index(index) => out.push_str(&format!("[{index}]")),

@@ -7,6 +7,7 @@ mod example;
 mod global;
 mod listener;
 mod parse;
+mod props;
 mod route;
 
 use std::path::Path;

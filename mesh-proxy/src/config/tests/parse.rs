@@ -147,6 +147,36 @@ fn several_documents_are_refused() {
         "",
         "more than one yaml document",
     );
+    // Located at the second document (found by the property tests: the
+    // error had neither a key path nor a line:column).
+    for (yaml, line) in [
+        ("node: {}\n---\nnode: {}\n", 2),
+        ("# c\n---\nnode: {}\n---\nnode: {}\n", 4),
+        ("node: {}\n...\n---\nnode: {}\n", 2),
+    ] {
+        assert_eq!(errors(yaml)[0].line_col, Some((line, 1)), "{yaml:?}");
+    }
+}
+
+#[test]
+fn aliases_expanding_beyond_the_limit_are_refused_at_the_first_alias() {
+    let mut yaml = String::from("a: &a [x, x, x, x, x, x, x, x, x]\n");
+    for (prev, name) in "abcdefgh".chars().zip("bcdefghi".chars()) {
+        let refs = vec![format!("*{prev}"); 9].join(", ");
+        yaml.push_str(&format!("{name}: &{name} [{refs}]\n"));
+    }
+    yaml.push_str("listeners: *i\n");
+    let errors = errors(&yaml);
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(errors[0].message.contains("repetition limit"), "{errors:?}");
+    assert_eq!(errors[0].line_col, Some((2, 8)));
+}
+
+#[test]
+fn an_empty_key_is_named_in_the_path() {
+    let errors = errors("'': 1\n");
+    assert_eq!(errors[0].path, "\"\"");
+    assert_eq!(errors[0].message, "unknown key \"\"");
 }
 
 #[test]
