@@ -246,11 +246,6 @@ impl SpiffePattern {
             .iter()
             .all(|s| matches!(s, Segment::Literal(_)))
     }
-
-    /// The trust domain the pattern matches in.
-    pub fn trust_domain(&self) -> &str {
-        &self.trust_domain
-    }
 }
 
 impl fmt::Display for SpiffePattern {

@@ -32,12 +32,21 @@ type Http2 = hyper::client::conn::http2::SendRequest<Empty<Bytes>>;
 
 /// The proxy's config: an mTLS HTTP listener and an mTLS TCP listener (to
 /// an echo server), both allowing `allow`.
-fn config(dir: &Path, ports: (u16, u16, u16), app: &str, echo: &str, allow: &[&str]) -> String {
+/// `idle` is the HTTP listener's idle timeout: changing it makes a reload
+/// replace that listener instead of keeping it.
+fn config(
+    dir: &Path,
+    ports: (u16, u16, u16),
+    (app, echo): (&str, &str),
+    allow: &[&str],
+    idle: &str,
+) -> String {
     let tls = json!({"tls": {"mode": "mutual", "allow": allow}});
+    let http = json!({"tls": {"mode": "mutual", "allow": allow}, "limits": {"idle_timeout": idle}});
     ConfigBuilder::new()
         .admin(ports.2)
         .set("identity", json!({"cert": dir.join("server.crt"), "key": dir.join("server.key"), "trust_bundle": dir.join("ca.crt")}))
-        .http_listener_with("ingress", ports.0, vec![route_prefix("/", "app")], tls.clone())
+        .http_listener_with("ingress", ports.0, vec![route_prefix("/", "app")], http)
         .tcp_listener_with("raw", ports.1, "echo", tls)
         .cluster("app", &[app])
         .cluster("echo", &[echo])
@@ -188,7 +197,7 @@ async fn reload_removing_an_identity_from_allow_applies_to_open_connections() {
     let ports = (free_port(), free_port(), free_port());
     let (app, echo) = (ledger.addr().to_string(), echo.to_string());
     let proxy = ProxyProcess::start_and_wait(
-        &config(d, ports, &app, &echo, &[WEB, API]),
+        &config(d, ports, (&app, &echo), &[WEB, API], "60s"),
         &[],
         &[ports.0, ports.1, ports.2],
     )
@@ -209,16 +218,13 @@ async fn reload_removing_an_identity_from_allow_applies_to_open_connections() {
     assert!(echoes(&mut web_tcp).await, "web tunnel before");
     assert!(echoes(&mut api_tcp).await, "api tunnel before");
 
-    proxy
-        .write_config(&config(d, ports, &app, &echo, &[API]))
-        .expect("write config");
-    proxy.signal("HUP").expect("HUP");
-    let applied = mesh_tests::wait_until_ok(DEADLINE, Duration::from_millis(20), || async {
-        stat(ports.2, "server.config_reload_total").await >= 1
-    })
+    reload(
+        &proxy,
+        ports.2,
+        &config(d, ports, (&app, &echo), &[API], "60s"),
+        1,
+    )
     .await;
-    assert!(applied, "reload not applied: {}", proxy.stderr_text());
-    assert_eq!(stat(ports.2, "server.config_reload_failed").await, 0);
 
     let denied = (403, "UAEX".to_owned());
     assert_eq!(
@@ -247,4 +253,35 @@ async fn reload_removing_an_identity_from_allow_applies_to_open_connections() {
     let (mut api1, mut web_new) = (h1(ports.0, &pki, &api).await, h1(ports.0, &pki, &web).await);
     assert_eq!(get_h1(&mut api1).await, ok, "a new api connection");
     assert_eq!(get_h1(&mut web_new).await, denied, "a new web connection");
+
+    // A reload that replaces the listener (its limits changed) and lists
+    // web alone: the old listener's open connections get the new list too.
+    let web_only = config(d, ports, (&app, &echo), &[WEB], "30s");
+    reload(&proxy, ports.2, &web_only, 2).await;
+    assert_eq!(
+        get_h2(&mut api2).await,
+        denied,
+        "api on the replaced listener"
+    );
+    assert_eq!(
+        get_h1(&mut api1).await,
+        denied,
+        "api on the replaced listener"
+    );
+    assert!(
+        closed_by_proxy(&mut api_tcp).await,
+        "api's tunnel stays open"
+    );
+}
+
+/// Installs `yaml` by SIGHUP and waits until it is the `n`th reload applied.
+async fn reload(proxy: &ProxyProcess, admin: u16, yaml: &str, n: u64) {
+    proxy.write_config(yaml).expect("write config");
+    proxy.signal("HUP").expect("HUP");
+    let applied = mesh_tests::wait_until_ok(DEADLINE, Duration::from_millis(20), || async {
+        stat(admin, "server.config_reload_total").await >= n
+    })
+    .await;
+    assert!(applied, "reload {n} not applied: {}", proxy.stderr_text());
+    assert_eq!(stat(admin, "server.config_reload_failed").await, 0);
 }
