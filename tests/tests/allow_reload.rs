@@ -243,6 +243,11 @@ async fn reload_removing_an_identity_from_allow_applies_to_open_connections() {
         "web's tunnel stays open"
     );
     assert!(echoes(&mut api_tcp).await, "api's tunnel was closed too");
+    assert_eq!(
+        stat(ports.2, "tls.raw.revoked").await,
+        1,
+        "revocations counted"
+    );
     let stderr = proxy.stderr_text();
     assert!(
         stderr.contains("identity no longer in allow"),
@@ -272,6 +277,11 @@ async fn reload_removing_an_identity_from_allow_applies_to_open_connections() {
         closed_by_proxy(&mut api_tcp).await,
         "api's tunnel stays open"
     );
+    let counted = mesh_tests::wait_until_ok(DEADLINE, Duration::from_millis(20), || async {
+        stat(ports.2, "tls.raw.revoked").await == 2
+    })
+    .await;
+    assert!(counted, "the second revocation is not counted");
 }
 
 /// Installs `yaml` by SIGHUP and waits until it is the `n`th reload applied.

@@ -66,6 +66,10 @@ pub(super) const FAMILIES: &[Family] = &[
         "Downstream TLS handshakes failed, by reason.",
     ),
     counter(
+        "tls_revoked",
+        "Downstream TCP connections closed because a reload removed their peer from allow.",
+    ),
+    counter(
         "cluster_upstream_rq",
         "Upstream attempts by status class; an attempt without a response counts as 5xx.",
     ),

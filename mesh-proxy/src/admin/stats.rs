@@ -84,6 +84,12 @@ impl Stats {
                     lab(),
                     handshakes,
                 );
+                out.add(
+                    format!("{p}revoked"),
+                    Some("tls_revoked"),
+                    lab(),
+                    load(&tls.stats.revoked),
+                );
                 for r in FailReason::ALL {
                     let mut labels = lab();
                     labels.push(("reason", r.as_str().to_owned()));

@@ -72,11 +72,14 @@ impl FailReason {
     }
 }
 
-/// Handshake failures by reason.
+/// Handshake failures by reason, and connections a reload revoked.
 #[derive(Debug, Default)]
 pub struct TlsStats {
     pub handshake_fail: [AtomicU64; FailReason::ALL.len()],
     pub handshakes: AtomicU64,
+    /// TCP connections closed because a reload dropped their peer from
+    /// `allow` (`tls.<listener>.revoked`).
+    pub revoked: AtomicU64,
 }
 
 impl TlsStats {

@@ -35,7 +35,7 @@ pub async fn serve(
             }
             match tls.admission(&identity) {
                 Some(admission) => {
-                    let revoked = revoked(admission, peer, &identity);
+                    let revoked = revoked(tls, admission, peer, &identity);
                     tunnel(stream, peer, cluster, limits, revoked).await;
                 }
                 None => tunnel(stream, peer, cluster, limits, std::future::pending()).await,
@@ -44,9 +44,13 @@ pub async fn serve(
     }
 }
 
-/// Resolves (and logs) once a reload removed the peer from the allow-list.
-async fn revoked(admission: Admission, peer: SocketAddr, identity: &PeerIdentity) {
+/// Resolves (logged and counted) once a reload removed the peer from the
+/// allow-list.
+async fn revoked(tls: &TlsServer, admission: Admission, peer: SocketAddr, identity: &PeerIdentity) {
     admission.revoked().await;
+    tls.stats
+        .revoked
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let id = identity.spiffe_id.as_ref().map(|id| id.to_string());
     tracing::info!(%peer, identity = id.as_deref().unwrap_or("(none)"), "tcp connection closed: identity no longer in allow after a reload");
 }
