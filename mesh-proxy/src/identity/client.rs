@@ -50,11 +50,12 @@ impl UpstreamTls {
                 let store = store
                     .clone()
                     .ok_or("tls with mesh trust needs an identity")?;
-                let peer = spec
-                    .peer
-                    .as_deref()
-                    .map(|p| SpiffeId::parse(p).map_err(|e| format!("peer \"{p}\": {e}")))
-                    .transpose()?;
+                // Without a peer every workload of the mesh would pass
+                // (validation refuses such a config; this is the backstop).
+                let peer = spec.peer.as_deref().ok_or(
+                    "tls with mesh trust needs a peer: the SPIFFE ID the upstream must present",
+                )?;
+                let peer = SpiffeId::parse(peer).map_err(|e| format!("peer \"{peer}\": {e}"))?;
                 builder
                     .dangerous()
                     .with_custom_certificate_verifier(Arc::new(SpiffeServerVerifier {
@@ -120,7 +121,7 @@ impl ResolvesClientCert for StoreClientResolver {
 #[derive(Debug)]
 struct SpiffeServerVerifier {
     store: Arc<IdentityStore>,
-    peer: Option<SpiffeId>,
+    peer: SpiffeId,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -155,12 +156,10 @@ impl ServerCertVerifier for SpiffeServerVerifier {
             Error::InvalidCertificate(CertificateError::Other(rustls::OtherError(e)))
         };
         let got = mesh_ca::svid_spiffe_id(end_entity).map_err(|e| other(Arc::new(e)))?;
-        if let Some(want) = &self.peer
-            && &got != want
-        {
+        if got != self.peer {
             return Err(other(Arc::new(WrongPeer {
                 got,
-                want: want.clone(),
+                want: self.peer.clone(),
             })));
         }
         Ok(ServerCertVerified::assertion())
@@ -198,5 +197,26 @@ impl ServerCertVerifier for SpiffeServerVerifier {
         provider()
             .signature_verification_algorithms
             .supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mesh_trust_without_a_peer_is_refused_even_past_validation() {
+        let spec = UpstreamTlsSpec {
+            mode: TlsMode::Server,
+            peer: None,
+            sni: None,
+            trust: UpstreamTrust::Mesh,
+        };
+        let store = Some(IdentityStore::new(None));
+        let err = UpstreamTls::new(&spec, store, None, "db").err();
+        assert!(
+            err.as_deref().is_some_and(|e| e.contains("needs a peer")),
+            "{err:?}"
+        );
     }
 }
