@@ -9,10 +9,10 @@ use std::time::Duration;
 use mesh_ca::SpiffeId;
 use rustls::pki_types::{CertificateDer, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
-use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::server::{ClientHello, ResolvesServerCert, ServerConnection};
 use rustls::sign::CertifiedKey;
 use rustls::{
-    CertificateError, DigitallySignedStruct, DistinguishedName, Error, ServerConfig,
+    CertificateError, DigitallySignedStruct, DistinguishedName, Error, HandshakeKind, ServerConfig,
     SignatureScheme,
 };
 use tokio::net::TcpStream;
@@ -192,6 +192,17 @@ impl TlsServer {
                 return None;
             }
         };
+        if let Err(e) = self.recheck_resumed(tls.get_ref().1) {
+            let (reason, words) = classify_tls(&e);
+            let claimed = PRESENTED.with(|p| p.borrow_mut().take());
+            self.fail(
+                reason,
+                format!("resumed session: {words}"),
+                peer_addr,
+                claimed,
+            );
+            return None;
+        }
         self.stats.handshakes.fetch_add(1, Ordering::Relaxed);
         let leaf = tls
             .get_ref()
@@ -224,6 +235,22 @@ impl TlsServer {
             },
         };
         Some((tls, peer))
+    }
+
+    /// A resumed session carries the chain verified when it was first
+    /// established, not a fresh one: check that chain again against the
+    /// current bundle and the current time, through the same verifier as a
+    /// full handshake, so an expired certificate or a removed root cannot
+    /// live on through session tickets. Full handshakes pass untouched.
+    fn recheck_resumed(&self, conn: &ServerConnection) -> Result<(), Error> {
+        if self.mode != TlsMode::Mutual || conn.handshake_kind() != Some(HandshakeKind::Resumed) {
+            return Ok(());
+        }
+        let Some((leaf, intermediates)) = conn.peer_certificates().and_then(|c| c.split_first())
+        else {
+            return Err(Error::NoCertificatesPresented);
+        };
+        verify_svid_chain(&self.store, leaf, intermediates, UnixTime::now())
     }
 
     fn fail(
@@ -264,9 +291,13 @@ pub fn sha256_hex(data: &[u8]) -> String {
 
 /// Maps a handshake error to a reason and a sentence.
 fn classify(e: &std::io::Error) -> (FailReason, String) {
-    let Some(tls) = e.get_ref().and_then(|i| i.downcast_ref::<Error>()) else {
-        return (FailReason::Io, format!("handshake failed: {e}"));
-    };
+    match e.get_ref().and_then(|i| i.downcast_ref::<Error>()) {
+        Some(tls) => classify_tls(tls),
+        None => (FailReason::Io, format!("handshake failed: {e}")),
+    }
+}
+
+fn classify_tls(tls: &Error) -> (FailReason, String) {
     match tls {
         Error::NoCertificatesPresented => {
             (FailReason::NoClientCert, "no client certificate".to_owned())
@@ -352,6 +383,30 @@ struct SpiffeClientVerifier {
     store: Arc<IdentityStore>,
 }
 
+/// The one client-chain check of a mutual listener, for full handshakes
+/// (through [`SpiffeClientVerifier`]) and resumed ones alike: the chain
+/// against the current bundle at `now`, then the SVID rules.
+fn verify_svid_chain(
+    store: &IdentityStore,
+    end_entity: &CertificateDer<'_>,
+    intermediates: &[CertificateDer<'_>],
+    now: UnixTime,
+) -> Result<(), Error> {
+    let claimed = mesh_ca::svid_spiffe_id(end_entity);
+    PRESENTED.with(|p| *p.borrow_mut() = claimed.as_ref().ok().map(|id| id.to_string()));
+    let identity = store
+        .current()
+        .ok_or_else(|| Error::General("no identity".to_owned()))?;
+    identity
+        .trust
+        .client_verifier
+        .verify_client_cert(end_entity, intermediates, now)?;
+    claimed.map_err(|e| {
+        Error::InvalidCertificate(CertificateError::Other(rustls::OtherError(Arc::new(e))))
+    })?;
+    Ok(())
+}
+
 impl ClientCertVerifier for SpiffeClientVerifier {
     fn root_hint_subjects(&self) -> &[DistinguishedName] {
         // No hints: workloads hold exactly one certificate and send it.
@@ -364,19 +419,7 @@ impl ClientCertVerifier for SpiffeClientVerifier {
         intermediates: &[CertificateDer<'_>],
         now: UnixTime,
     ) -> Result<ClientCertVerified, Error> {
-        let claimed = mesh_ca::svid_spiffe_id(end_entity);
-        PRESENTED.with(|p| *p.borrow_mut() = claimed.as_ref().ok().map(|id| id.to_string()));
-        let identity = self
-            .store
-            .current()
-            .ok_or_else(|| Error::General("no identity".to_owned()))?;
-        identity
-            .trust
-            .client_verifier
-            .verify_client_cert(end_entity, intermediates, now)?;
-        claimed.map_err(|e| {
-            Error::InvalidCertificate(CertificateError::Other(rustls::OtherError(Arc::new(e))))
-        })?;
+        verify_svid_chain(&self.store, end_entity, intermediates, now)?;
         Ok(ClientCertVerified::assertion())
     }
 
