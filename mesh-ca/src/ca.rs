@@ -269,9 +269,19 @@ impl Ca {
         self.not_after
     }
 
-    /// Issues a leaf for `req.spiffe_id` (which must be in this trust domain)
-    /// with a freshly generated ECDSA P-256 key.
+    /// Issues a workload leaf for `req.spiffe_id` (which must be in this
+    /// trust domain) with a freshly generated ECDSA P-256 key. The CA
+    /// server's identity and names (`spiffe://<td>/mesh-ca`, DNS `ca`,
+    /// `mesh-ca`, `localhost`) are refused: a workload holding them could
+    /// pose as the CA.
     pub fn issue(&self, req: &IssueRequest) -> Result<Issued, CaError> {
+        crate::ca_identity::check_workload_request(req)?;
+        self.issue_any(req)
+    }
+
+    /// [`Ca::issue`] without the reserved-name check: the CA server's own
+    /// certificate and the test PKI's impostors.
+    pub(crate) fn issue_any(&self, req: &IssueRequest) -> Result<Issued, CaError> {
         self.check_trust_domain(&req.spiffe_id)?;
         let now = OffsetDateTime::now_utc();
         let mut spec = LeafSpec::new(

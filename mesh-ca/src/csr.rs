@@ -54,9 +54,26 @@ impl Default for SignPolicy {
     }
 }
 
+/// A CSR that passed every check, ready to sign.
+pub(crate) struct CheckedCsr {
+    requested: SpiffeId,
+    public_key: rcgen::SubjectPublicKeyInfo,
+}
+
 impl Ca {
     /// Signs a PEM CSR under `policy`; returns the chain PEM, leaf first.
     pub fn sign_csr(&self, csr_pem: &[u8], policy: &SignPolicy) -> Result<String, CaError> {
+        let checked = self.check_csr(csr_pem, policy)?;
+        self.sign_checked(&checked, policy)
+    }
+
+    /// Every check of [`Ca::sign_csr`], without signing: the server records
+    /// a join token as used between the two, so a bad CSR never burns one.
+    pub(crate) fn check_csr(
+        &self,
+        csr_pem: &[u8],
+        policy: &SignPolicy,
+    ) -> Result<CheckedCsr, CaError> {
         let der =
             CertificateSigningRequestDer::from_pem_slice(csr_pem).map_err(|_| CsrError::NotPem)?;
         let (_, csr) =
@@ -75,6 +92,12 @@ impl Ca {
             }
             .into());
         }
+        if crate::ca_identity::is_reserved_id(&requested) {
+            return Err(CsrError::Reserved {
+                requested: requested.to_string(),
+            }
+            .into());
+        }
         if let Some(allowed) = &policy.allowed_id
             && *allowed != requested
         {
@@ -84,12 +107,28 @@ impl Ca {
             }
             .into());
         }
+        Ok(CheckedCsr {
+            requested,
+            public_key,
+        })
+    }
+
+    /// Signs a CSR [`Ca::check_csr`] accepted.
+    pub(crate) fn sign_checked(
+        &self,
+        csr: &CheckedCsr,
+        policy: &SignPolicy,
+    ) -> Result<String, CaError> {
         let now = OffsetDateTime::now_utc();
         let ttl = policy.ttl.min(policy.max_ttl);
-        let spec = LeafSpec::new(&requested, now, leaf::expiry(now, ttl, self.not_after())?);
+        let spec = LeafSpec::new(
+            &csr.requested,
+            now,
+            leaf::expiry(now, ttl, self.not_after())?,
+        );
         let cert = spec
             .params()?
-            .signed_by(&public_key, self.issuer())
+            .signed_by(&csr.public_key, self.issuer())
             .map_err(|source| CaError::Crypto {
                 what: "sign the certificate",
                 source,

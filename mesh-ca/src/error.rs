@@ -48,6 +48,8 @@ pub enum CaError {
     BadDnsName { name: String, reason: String },
     #[error("the ttl must be longer than zero")]
     ZeroTtl,
+    #[error("{what} is reserved for the CA server itself; workloads cannot have it")]
+    Reserved { what: String },
     #[error("could not {what}: {source}")]
     Crypto {
         what: &'static str,
@@ -99,6 +101,8 @@ pub enum CsrError {
     },
     #[error("the token is for {allowed}, the request asks for {requested}")]
     NotAllowed { requested: String, allowed: String },
+    #[error("{requested} is reserved for the CA server itself; workloads cannot have it")]
+    Reserved { requested: String },
 }
 
 impl CsrError {
@@ -107,7 +111,9 @@ impl CsrError {
     pub fn is_forbidden(&self) -> bool {
         matches!(
             self,
-            CsrError::ForeignTrustDomain { .. } | CsrError::NotAllowed { .. }
+            CsrError::ForeignTrustDomain { .. }
+                | CsrError::NotAllowed { .. }
+                | CsrError::Reserved { .. }
         )
     }
 }

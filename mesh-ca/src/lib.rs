@@ -5,6 +5,8 @@
 //! - [`Ca`]: a root CA (ECDSA P-256) on disk (`ca.crt`, `ca.key` 0600) that
 //!   issues X.509-SVIDs ([`Ca::issue`]) and signs workload CSRs
 //!   ([`Ca::sign_csr`]) under a [`SignPolicy`].
+//! - [`CaServerVerifier`]: how clients recognise the CA server by its
+//!   identity `spiffe://<td>/mesh-ca`, which workloads can never get.
 //! - [`svid_spiffe_id`]: the X.509-SVID leaf rules, for verifiers.
 //! - [`inspect_pem`] / [`verify_chain`]: certificates for people.
 //! - [`token`]: join tokens, signed by the CA key, naming one SPIFFE ID.
@@ -16,6 +18,7 @@
 //! never unwraps.
 
 mod ca;
+mod ca_identity;
 mod chain;
 mod csr;
 mod error;
@@ -31,6 +34,9 @@ pub mod token;
 pub mod testing;
 
 pub use ca::{CA_CERT_FILE, CA_KEY_FILE, Ca, DEFAULT_LEAF_TTL, IssueRequest, Issued};
+pub use ca_identity::{
+    CA_SERVICE, CaServerVerifier, RESERVED_DNS_NAMES, ca_server_id, tls_error_words,
+};
 pub use chain::{ChainError, VerifiedChain, verify_chain};
 pub use csr::{SignPolicy, generate_csr, generate_csr_for_key};
 pub use error::{CaError, CsrError, os_reason};

@@ -46,6 +46,13 @@ enum Cmd {
         /// IP addresses clients use (added to 127.0.0.1 and ::1).
         #[arg(long = "ip", value_name = "ADDR")]
         ips: Vec<IpAddr>,
+        /// Connections served at once; more are closed at once (counted and
+        /// logged).
+        #[arg(long, default_value_t = mesh_ca::server::DEFAULT_MAX_CONNECTIONS)]
+        max_connections: usize,
+        /// A request body must arrive within this, else 408 and close.
+        #[arg(long, value_parser = humantime::parse_duration, default_value = "10s")]
+        body_timeout: Duration,
     },
 }
 
@@ -75,7 +82,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         max_ttl,
         dns,
         ips,
+        max_connections,
+        body_timeout,
     } = cli.cmd;
+    mesh_ca::server::check_key_is_private(&ca_dir)?;
     let ca = Ca::load(&ca_dir)
         .with_context(|| format!("no CA in {} (run mesh-cli ca init first)", ca_dir.display()))?;
     let mut dns_names: Vec<String> = ["localhost", "mesh-ca", "ca"]
@@ -100,8 +110,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     let opts = ServerOptions {
         ttl,
         max_ttl,
-        dns_names,
-        ips: all_ips,
+        max_connections: max_connections.max(1),
+        body_timeout,
+        state_dir: Some(ca_dir),
+        ..ServerOptions::new(dns_names, all_ips)
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

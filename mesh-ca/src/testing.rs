@@ -70,12 +70,13 @@ impl TestPki {
         self.build(&self.ca, id, |_| {})
     }
 
-    /// A good SVID that also carries DNS and IP SANs.
+    /// A good SVID that also carries DNS and IP SANs; reserved names (the
+    /// CA server's) are allowed here, to build impostors.
     pub fn leaf_with_sans(&self, id: &str, dns: &[&str], ips: &[std::net::IpAddr]) -> TestCert {
         let mut req = IssueRequest::new(self.id(id));
         req.dns_names = dns.iter().map(|s| (*s).to_owned()).collect();
         req.ips = ips.to_vec();
-        cert(self.ca.issue(&req).expect("test leaf with SANs"))
+        cert(self.ca.issue_any(&req).expect("test leaf with SANs"))
     }
 
     /// Valid from 25 h ago until 1 h ago.
@@ -114,6 +115,19 @@ impl TestPki {
         let mut spec = LeafSpec::new(&id, now, now + time::Duration::hours(24));
         spec.extra_uris = &second;
         cert(self.ca.issue_spec(&spec).expect("two-URI test cert"))
+    }
+
+    /// A join token for `id`, even one no workload may have (the CA's own
+    /// identity), valid 10 minutes.
+    pub fn token_for_any(&self, id: &str) -> String {
+        let id = self.id(id);
+        crate::token::Token::create_any(
+            &self.ca,
+            &id,
+            std::time::Duration::from_secs(600),
+            OffsetDateTime::now_utc(),
+        )
+        .expect("test token")
     }
 
     /// Writes `<name>.crt` (chain), `<name>.key` and, once, `ca.crt` into

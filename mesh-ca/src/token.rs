@@ -54,6 +54,8 @@ pub enum TokenError {
     BadCaCert { reason: String },
     #[error("could not sign the join token")]
     Sign,
+    #[error("{id} is reserved for the CA server itself; no token can name it")]
+    Reserved { id: String },
 }
 
 /// The claims of a join token.
@@ -64,6 +66,17 @@ pub struct TokenClaims {
     pub iat: i64,
     pub exp: i64,
     pub jti: String,
+}
+
+/// What a valid token proves, with what single use needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifiedToken {
+    /// The one SPIFFE ID the token may obtain.
+    pub id: SpiffeId,
+    /// The token's unique id.
+    pub jti: String,
+    /// Expiry, Unix seconds.
+    pub exp: i64,
 }
 
 /// Creating and checking join tokens.
@@ -91,6 +104,22 @@ impl Token {
         if ttl.is_zero() {
             return Err(TokenError::ZeroTtl);
         }
+        if crate::ca_identity::is_reserved_id(spiffe_id) {
+            return Err(TokenError::Reserved {
+                id: spiffe_id.to_string(),
+            });
+        }
+        Token::create_any(ca, spiffe_id, ttl, now)
+    }
+
+    /// [`Token::create_at`] without the reserved-identity check (the test
+    /// PKI's tokens for the CA's own identity, as older tools could mint).
+    pub(crate) fn create_any(
+        ca: &Ca,
+        spiffe_id: &SpiffeId,
+        ttl: Duration,
+        now: OffsetDateTime,
+    ) -> Result<String, TokenError> {
         if spiffe_id.trust_domain() != ca.trust_domain() {
             return Err(TokenError::SubjectNotInTrustDomain {
                 id: spiffe_id.to_string(),
@@ -130,6 +159,16 @@ impl Token {
         Token::verify_with_ca_cert(ca.cert_der(), token, now)
     }
 
+    /// [`Token::verify`], also returning the token's id and expiry, which
+    /// single use needs.
+    pub fn verify_full(
+        ca: &Ca,
+        token: &str,
+        now: OffsetDateTime,
+    ) -> Result<VerifiedToken, TokenError> {
+        Token::verify_full_with_ca_cert(ca.cert_der(), token, now)
+    }
+
     /// Checks `token` against a CA certificate (DER) at `now`: the
     /// signature, the expiry and that the subject is in the CA's trust
     /// domain.
@@ -138,6 +177,14 @@ impl Token {
         token: &str,
         now: OffsetDateTime,
     ) -> Result<SpiffeId, TokenError> {
+        Token::verify_full_with_ca_cert(ca_cert_der, token, now).map(|v| v.id)
+    }
+
+    fn verify_full_with_ca_cert(
+        ca_cert_der: &[u8],
+        token: &str,
+        now: OffsetDateTime,
+    ) -> Result<VerifiedToken, TokenError> {
         let claims = Token::verified_claims(ca_cert_der, token)?;
         let id =
             SpiffeId::parse(&claims.sub).map_err(|source| TokenError::BadSubject { source })?;
@@ -154,7 +201,18 @@ impl Token {
                 ago: human_duration(ago),
             });
         }
-        Ok(id)
+        let jti_ok = (1..=64).contains(&claims.jti.len())
+            && claims.jti.bytes().all(|b| b.is_ascii_alphanumeric());
+        if !jti_ok {
+            return Err(TokenError::Malformed {
+                reason: "the token id (jti) is not a short alphanumeric string",
+            });
+        }
+        Ok(VerifiedToken {
+            id,
+            jti: claims.jti,
+            exp: claims.exp,
+        })
     }
 
     /// The claims of a token whose signature verifies (expiry not checked).
@@ -195,7 +253,7 @@ fn ca_public_key(ca_cert_der: &[u8]) -> Result<Vec<u8>, TokenError> {
     Ok(cert.public_key().subject_public_key.data.to_vec())
 }
 
-fn ca_trust_domain(ca_cert_der: &[u8]) -> Result<String, TokenError> {
+pub(crate) fn ca_trust_domain(ca_cert_der: &[u8]) -> Result<String, TokenError> {
     let (_, cert) = X509Certificate::from_der(ca_cert_der).map_err(|e| TokenError::BadCaCert {
         reason: e.to_string(),
     })?;

@@ -6,8 +6,10 @@
 //! 2. POST the PEM CSR over HTTPS with `Authorization: Bearer <token>` (and
 //!    `?ttl=<seconds>s` when `--ttl` is given; the server caps it). The
 //!    server is verified against `--bundle` only (nothing trusted on first
-//!    use) by the standard WebPKI rules: its certificate, issued by the mesh
-//!    CA, must name the URL's host (DNS or IP SAN) and allow serverAuth.
+//!    use) by the standard WebPKI rules (issued by the mesh CA, names the
+//!    URL's host, allows serverAuth) AND must be the CA's own identity
+//!    `spiffe://<td>/mesh-ca` (SPEC §11), checked in the handshake: a
+//!    workload certificate for the same host name never sees the token.
 //! 3. Check the answer before writing anything: a chain that verifies
 //!    against the bundle, for our key, with the SPIFFE ID we asked for.
 //! 4. Write SERVICE.key (0600), SERVICE.crt and ca.crt like offline issue.
@@ -49,7 +51,7 @@ pub fn issue(args: &IssueArgs, url: &str) -> Result<ExitCode> {
             bundle_path.display()
         )
     })?;
-    let roots = root_store(&bundle_pem)
+    let roots = bundle_roots(&bundle_pem)
         .map_err(|e| anyhow!("cannot read {}: {e}", bundle_path.display()))?;
     let token = read_token(token_path)?;
 
@@ -130,18 +132,19 @@ impl CaUrl {
     }
 }
 
-fn root_store(bundle_pem: &[u8]) -> Result<rustls::RootCertStore> {
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_slice_iter(bundle_pem) {
-        let cert = cert.map_err(|_| anyhow!("not a PEM certificate"))?;
-        roots
-            .add(cert)
-            .map_err(|e| anyhow!("not a usable CA certificate: {e}"))?;
-    }
+/// The bundle's roots, with the verifier that recognises the CA server
+/// by its SPIFFE ID.
+fn bundle_roots(bundle_pem: &[u8]) -> Result<Arc<mesh_ca::CaServerVerifier>> {
+    let roots = CertificateDer::pem_slice_iter(bundle_pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|_| anyhow!("not a PEM certificate"))?;
     if roots.is_empty() {
         bail!("not a PEM certificate");
     }
-    Ok(roots)
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let verifier = mesh_ca::CaServerVerifier::new(&roots, provider)
+        .map_err(|e| anyhow!("not a usable CA certificate: {e}"))?;
+    Ok(Arc::new(verifier))
 }
 
 fn read_token(path: &Path) -> Result<String> {
@@ -168,7 +171,7 @@ fn bundle_trust_domain(bundle_pem: &[u8]) -> Option<String> {
 async fn post_csr(
     target: &CaUrl,
     path: &str,
-    roots: rustls::RootCertStore,
+    verifier: Arc<mesh_ca::CaServerVerifier>,
     token: &str,
     csr_pem: String,
 ) -> Result<String> {
@@ -176,7 +179,8 @@ async fn post_csr(
     let mut config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .context("cannot configure TLS")?
-        .with_root_certificates(roots)
+        .dangerous()
+        .with_custom_certificate_verifier(verifier)
         .with_no_client_auth();
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     let server_name = ServerName::try_from(target.host.clone())
@@ -194,7 +198,12 @@ async fn post_csr(
     let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
         .connect(server_name, tcp)
         .await
-        .map_err(|e| anyhow!("TLS handshake with the CA at {where_} failed: {e}"))?;
+        .map_err(|e| {
+            anyhow!(
+                "TLS handshake with the CA at {where_} failed: {}",
+                mesh_ca::tls_error_words(&e)
+            )
+        })?;
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
         .await
         .map_err(|e| anyhow!("HTTP with the CA at {where_} failed: {e}"))?;

@@ -164,6 +164,36 @@ fn server_cert(pki: &TestPki) -> TestCert {
     )
 }
 
+/// SPEC §11: a workload certificate valid for the host name dialled
+/// (`localhost`) is not the CA. mesh-cli refuses it in the handshake, so
+/// the impostor never sees a request, let alone the join token.
+#[tokio::test]
+async fn online_issue_refuses_a_server_that_is_not_the_ca_identity() {
+    let pki = Arc::new(TestPki::new("mesh.local"));
+    let impostor = pki.leaf_with_sans(
+        "impostor",
+        &["localhost"],
+        &["127.0.0.1".parse().expect("ip")],
+    );
+    let server = stand_in(pki.clone(), impostor).await;
+    let dir = client_dir(&pki, "victim");
+    for host in ["localhost", "127.0.0.1"] {
+        let url = format!("https://{host}:{}", server.addr.port());
+        let out = issue_online(dir.path(), "victim", &url).await;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{host}: {stderr}");
+        assert!(
+            stderr.contains("the server is spiffe://mesh.local/impostor, not the CA (spiffe://mesh.local/mesh-ca)"),
+            "{host}: {stderr}"
+        );
+    }
+    assert!(
+        server.seen.lock().expect("lock").is_empty(),
+        "the impostor received a request"
+    );
+    assert!(!dir.path().join("certs/victim.crt").exists());
+}
+
 #[tokio::test]
 async fn online_issue_gets_a_certificate_for_the_token_identity() {
     let pki = Arc::new(TestPki::new("mesh.local"));
@@ -302,12 +332,10 @@ async fn online_issue_works_against_the_real_ca_server() {
         .save(&d.join("ca"), false)
         .expect("save");
     let ca = mesh_ca::Ca::load(&d.join("ca")).expect("load");
-    let opts = ServerOptions {
-        ttl: Duration::from_secs(24 * 3600),
-        max_ttl: Duration::from_secs(7 * 24 * 3600),
-        dns_names: vec!["localhost".into()],
-        ips: vec!["127.0.0.1".parse().expect("ip")],
-    };
+    let opts = ServerOptions::new(
+        vec!["localhost".into()],
+        vec!["127.0.0.1".parse().expect("ip")],
+    );
     let server = CaServer::bind(
         mesh_ca::Ca::load(&d.join("ca")).expect("load"),
         "127.0.0.1:0".parse().expect("addr"),

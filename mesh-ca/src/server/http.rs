@@ -15,6 +15,8 @@ use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
 
 use super::State;
+use super::used_tokens::UsedError;
+use crate::token::VerifiedToken;
 use crate::{CaError, SignPolicy, SpiffeId, Token, svid_spiffe_id};
 
 /// A CSR is well under 4 KiB; anything much larger is not one.
@@ -45,7 +47,7 @@ pub(super) async fn serve(tls: TlsStream<TcpStream>, peer: SocketAddr, state: Ar
 
 async fn route(
     req: Request<Incoming>,
-    state: &State,
+    state: &Arc<State>,
     client_id: Option<&SpiffeId>,
     peer: SocketAddr,
 ) -> Response<Full<Bytes>> {
@@ -69,15 +71,24 @@ async fn route(
     }
 }
 
-/// Who the caller is allowed to be: its client certificate's identity
-/// (renewal), else its join token's. The error is the 401 to answer.
+/// Who the caller proved to be: its client certificate's identity
+/// (renewal), else a join token's (to be used once).
+struct Caller {
+    id: SpiffeId,
+    token: Option<VerifiedToken>,
+}
+
+/// The caller's identity, or the 401 to answer.
 fn authenticate(
     req: &Request<Incoming>,
     state: &State,
     client_id: Option<&SpiffeId>,
-) -> Result<SpiffeId, (&'static str, String)> {
+) -> Result<Caller, (&'static str, String)> {
     if let Some(id) = client_id {
-        return Ok(id.clone());
+        return Ok(Caller {
+            id: id.clone(),
+            token: None,
+        });
     }
     let token = req
         .headers()
@@ -89,42 +100,47 @@ fn authenticate(
             "unauthenticated",
             "a join token (Authorization: Bearer) or a client certificate is required".to_owned(),
         ))?;
-    Token::verify(&state.ca, token, OffsetDateTime::now_utc())
-        .map_err(|e| ("invalid_token", format!("join token refused: {e}")))
+    let verified = Token::verify_full(&state.ca, token, OffsetDateTime::now_utc())
+        .map_err(|e| ("invalid_token", format!("join token refused: {e}")))?;
+    Ok(Caller {
+        id: verified.id.clone(),
+        token: Some(verified),
+    })
 }
 
 async fn sign(
     req: Request<Incoming>,
-    state: &State,
+    state: &Arc<State>,
     client_id: Option<&SpiffeId>,
     peer: SocketAddr,
 ) -> Response<Full<Bytes>> {
-    let allowed = match authenticate(&req, state, client_id) {
-        Ok(id) => id,
+    let caller = match authenticate(&req, state, client_id) {
+        Ok(c) => c,
         Err((code, message)) => return error(StatusCode::UNAUTHORIZED, code, &message),
     };
     let ttl = match requested_ttl(req.uri().query()) {
-        Ok(ttl) => ttl.unwrap_or(state.opts.ttl),
+        Ok(ttl) => ttl.unwrap_or(state.opts.ttl).min(state.opts.max_ttl),
         Err(msg) => return error(StatusCode::BAD_REQUEST, "bad_ttl", &msg),
     };
-    let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
-        Ok(b) => b.to_bytes(),
-        Err(_) => {
-            return error(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "too_large",
-                "the request body is not a CSR",
-            );
-        }
+    let body = match read_body(req.into_body(), state.opts.body_timeout).await {
+        Ok(b) => b,
+        Err(resp) => return resp,
     };
     let policy = SignPolicy {
-        allowed_id: Some(allowed.clone()),
-        ttl: ttl.min(state.opts.max_ttl),
+        allowed_id: Some(caller.id.clone()),
+        ttl,
         max_ttl: state.opts.max_ttl,
     };
-    match state.ca.sign_csr(&body, &policy) {
+    let signed = match state.ca.check_csr(&body, &policy) {
+        Ok(checked) => match consume_token(state, caller.token.as_ref()).await {
+            Ok(()) => state.ca.sign_checked(&checked, &policy),
+            Err(resp) => return resp,
+        },
+        Err(e) => Err(e),
+    };
+    match signed {
         Ok(chain) => {
-            tracing::info!(%peer, spiffe_id = %allowed, renewal = client_id.is_some(), "signed");
+            tracing::info!(%peer, spiffe_id = %caller.id, renewal = client_id.is_some(), "signed");
             let mut resp = text(StatusCode::OK, &chain);
             resp.headers_mut().insert(
                 header::CONTENT_TYPE,
@@ -133,7 +149,7 @@ async fn sign(
             resp
         }
         Err(CaError::Csr(e)) if e.is_forbidden() => {
-            tracing::warn!(%peer, allowed = %allowed, "refused: {e}");
+            tracing::warn!(%peer, allowed = %caller.id, "refused: {e}");
             error(StatusCode::FORBIDDEN, "forbidden", &e.to_string())
         }
         Err(CaError::Csr(e)) => error(StatusCode::BAD_REQUEST, "bad_csr", &e.to_string()),
@@ -148,11 +164,78 @@ async fn sign(
     }
 }
 
+/// The CSR body: at most [`MAX_BODY`] bytes, all of it within `deadline`
+/// (a client dribbling its body is answered 408 and cut off).
+async fn read_body(body: Incoming, deadline: Duration) -> Result<Bytes, Response<Full<Bytes>>> {
+    match tokio::time::timeout(deadline, Limited::new(body, MAX_BODY).collect()).await {
+        Ok(Ok(b)) => Ok(b.to_bytes()),
+        Ok(Err(_)) => Err(error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            "the request body is not a CSR",
+        )),
+        Err(_) => {
+            let mut resp = error(
+                StatusCode::REQUEST_TIMEOUT,
+                "body_timeout",
+                &format!("the request body did not arrive within {deadline:?}"),
+            );
+            resp.headers_mut()
+                .insert(header::CONNECTION, http::HeaderValue::from_static("close"));
+            Err(resp)
+        }
+    }
+}
+
+/// Records a join token as used, durably, before anything is signed with
+/// it; a token seen before is the 401 to answer.
+async fn consume_token(
+    state: &Arc<State>,
+    token: Option<&VerifiedToken>,
+) -> Result<(), Response<Full<Bytes>>> {
+    let Some(token) = token.cloned() else {
+        return Ok(());
+    };
+    let st = Arc::clone(state);
+    let now = OffsetDateTime::now_utc().unix_timestamp();
+    let result =
+        tokio::task::spawn_blocking(move || st.used.consume(&token.jti, token.exp, now)).await;
+    match result {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e @ UsedError::AlreadyUsed { .. })) => {
+            tracing::warn!("refused: {e}");
+            Err(error(
+                StatusCode::UNAUTHORIZED,
+                "token_used",
+                &e.to_string(),
+            ))
+        }
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "cannot record a join token");
+            Err(error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "cannot record the join token as used",
+            ))
+        }
+        Err(_) => Err(error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "cannot record the join token as used",
+        )),
+    }
+}
+
+/// `?ttl=` (humantime, form-urlencoded like any query), if given.
 fn requested_ttl(query: Option<&str>) -> Result<Option<Duration>, String> {
-    let Some(v) = query.and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("ttl="))) else {
+    let Some(v) = query.and_then(|q| {
+        form_urlencoded::parse(q.as_bytes())
+            .find(|(k, _)| k == "ttl")
+            .map(|(_, v)| v.into_owned())
+    }) else {
         return Ok(None);
     };
-    humantime::parse_duration(v)
+    humantime::parse_duration(v.trim())
         .map(Some)
         .map_err(|e| format!("invalid ttl {v:?}: {e}"))
 }
@@ -191,5 +274,15 @@ mod tests {
             Ok(Some(Duration::from_secs(7200)))
         );
         assert!(requested_ttl(Some("ttl=soon")).is_err());
+        // Decoded like any query: escapes, '+' as space, the first ttl.
+        assert_eq!(
+            requested_ttl(Some("x=1&ttl=1h%2030m&ttl=9h")),
+            Ok(Some(Duration::from_secs(5400)))
+        );
+        assert_eq!(
+            requested_ttl(Some("ttl=2h+5m")),
+            Ok(Some(Duration::from_secs(7500)))
+        );
+        assert!(requested_ttl(Some("ttl=%FF")).is_err());
     }
 }

@@ -8,19 +8,26 @@
 //! workload (it sends a CSR). Errors are JSON: `{"error": "...", "code": "..."}`.
 
 mod http;
+mod used_tokens;
+
+pub use used_tokens::{USED_TOKENS_FILE, UsedError, UsedTokens};
 
 use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use rustls::ServerConfig;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use rustls::server::WebPkiClientVerifier;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
+use rustls::server::danger::ClientCertVerifier;
+use rustls::server::{ServerConnection, WebPkiClientVerifier};
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 
-use crate::{Ca, IssueRequest, SpiffeId};
+use crate::{Ca, IssueRequest};
 
 /// How the server runs.
 #[derive(Debug, Clone)]
@@ -33,7 +40,35 @@ pub struct ServerOptions {
     /// can verify it by the host they dial.
     pub dns_names: Vec<String>,
     pub ips: Vec<IpAddr>,
+    /// Connections served at once; more are closed at accept, counted and
+    /// logged.
+    pub max_connections: usize,
+    /// A request body (the CSR) must arrive within this, else 408.
+    pub body_timeout: Duration,
+    /// The CA directory, where used join-token ids are kept
+    /// ([`USED_TOKENS_FILE`]); `None` keeps them in memory only.
+    pub state_dir: Option<PathBuf>,
 }
+
+impl ServerOptions {
+    /// Defaults of `mesh-ca serve`, for a server answering to `dns_names`.
+    pub fn new(dns_names: Vec<String>, ips: Vec<IpAddr>) -> Self {
+        ServerOptions {
+            ttl: crate::DEFAULT_LEAF_TTL,
+            max_ttl: Duration::from_secs(7 * 24 * 3600),
+            dns_names,
+            ips,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            body_timeout: DEFAULT_BODY_TIMEOUT,
+            state_dir: None,
+        }
+    }
+}
+
+/// `--max-connections` when not given.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 256;
+/// `--body-timeout` when not given.
+pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -41,6 +76,18 @@ pub enum ServerError {
     OwnCert(#[source] crate::CaError),
     #[error("tls: {0}")]
     Tls(String),
+    #[error(transparent)]
+    UsedTokens(#[from] UsedError),
+    #[error(
+        "{path} is readable by group or others (mode {mode:03o}); the CA key must be private: run `chmod 600 {path}`"
+    )]
+    KeyNotPrivate { path: String, mode: u32 },
+    #[error("cannot read {path}: {source}")]
+    KeyMetadata {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -52,13 +99,35 @@ pub enum ServerError {
 pub(crate) struct State {
     pub ca: Ca,
     pub opts: ServerOptions,
+    pub used: UsedTokens,
+}
+
+/// Refuses a CA key (`<dir>/ca.key`) that group or others can read or
+/// write: whoever reads it can mint any identity of the mesh.
+pub fn check_key_is_private(ca_dir: &Path) -> Result<(), ServerError> {
+    use std::os::unix::fs::PermissionsExt;
+    let path = ca_dir.join(crate::CA_KEY_FILE);
+    let meta = std::fs::metadata(&path).map_err(|source| ServerError::KeyMetadata {
+        path: path.display().to_string(),
+        source,
+    })?;
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(ServerError::KeyNotPrivate {
+            path: path.display().to_string(),
+            mode,
+        });
+    }
+    Ok(())
 }
 
 /// A bound, ready CA server.
 pub struct CaServer {
     listener: TcpListener,
     acceptor: TlsAcceptor,
+    verifier: Arc<dyn ClientCertVerifier>,
     state: Arc<State>,
+    refused: Arc<AtomicU64>,
 }
 
 impl CaServer {
@@ -66,13 +135,13 @@ impl CaServer {
     /// names) and binds `addr`.
     pub async fn bind(ca: Ca, addr: SocketAddr, opts: ServerOptions) -> Result<Self, ServerError> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let id = SpiffeId::from_service(ca.trust_domain(), "mesh-ca")
+        let id = crate::ca_identity::ca_server_id(ca.trust_domain())
             .map_err(|e| ServerError::OwnCert(e.into()))?;
         let mut req = IssueRequest::new(id);
         req.dns_names = opts.dns_names.clone();
         req.ips = opts.ips.clone();
         req.ttl = Duration::from_secs(365 * 24 * 3600);
-        let own = ca.issue(&req).map_err(ServerError::OwnCert)?;
+        let own = ca.issue_any(&req).map_err(ServerError::OwnCert)?;
         let chain = CertificateDer::pem_slice_iter(own.chain_pem.as_bytes())
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| ServerError::Tls(e.to_string()))?;
@@ -92,17 +161,23 @@ impl CaServer {
         let mut config = ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .map_err(|e| ServerError::Tls(e.to_string()))?
-            .with_client_cert_verifier(verifier)
+            .with_client_cert_verifier(Arc::clone(&verifier))
             .with_single_cert(chain, key)
             .map_err(|e| ServerError::Tls(e.to_string()))?;
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let used = match &opts.state_dir {
+            Some(dir) => UsedTokens::open(dir, time::OffsetDateTime::now_utc().unix_timestamp())?,
+            None => UsedTokens::in_memory(),
+        };
         let listener = TcpListener::bind(addr)
             .await
             .map_err(|source| ServerError::Bind { addr, source })?;
         Ok(Self {
             listener,
             acceptor: TlsAcceptor::from(Arc::new(config)),
-            state: Arc::new(State { ca, opts }),
+            verifier,
+            refused: Arc::default(),
+            state: Arc::new(State { ca, opts, used }),
         })
     }
 
@@ -110,8 +185,14 @@ impl CaServer {
         self.listener.local_addr()
     }
 
+    /// Connections closed at accept because `max_connections` were open.
+    pub fn refused_connections(&self) -> Arc<AtomicU64> {
+        Arc::clone(&self.refused)
+    }
+
     /// Serves until the task is dropped.
     pub async fn run(self) {
+        let permits = Arc::new(Semaphore::new(self.state.opts.max_connections));
         loop {
             let (stream, peer) = match self.listener.accept().await {
                 Ok(pair) => pair,
@@ -121,15 +202,58 @@ impl CaServer {
                     continue;
                 }
             };
+            let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
+                self.refuse(peer);
+                continue;
+            };
             let acceptor = self.acceptor.clone();
+            let verifier = Arc::clone(&self.verifier);
             let state = Arc::clone(&self.state);
             tokio::spawn(async move {
                 match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await {
-                    Ok(Ok(tls)) => http::serve(tls, peer, state).await,
+                    Ok(Ok(tls)) => match recheck_resumed(verifier.as_ref(), tls.get_ref().1) {
+                        Ok(()) => http::serve(tls, peer, state).await,
+                        Err(e) => tracing::info!(%peer, "resumed session refused: {e}"),
+                    },
                     Ok(Err(e)) => tracing::info!(%peer, "tls handshake failed: {e}"),
                     Err(_) => tracing::info!(%peer, "tls handshake timed out"),
                 }
+                drop(permit);
             });
         }
+    }
+
+    /// Closes a connection beyond `max_connections` at once (dropping the
+    /// socket); counted, and logged at 1, 2, 4, 8 … refusals.
+    fn refuse(&self, peer: SocketAddr) {
+        let n = self.refused.fetch_add(1, Ordering::Relaxed) + 1;
+        if n.is_power_of_two() {
+            tracing::warn!(
+                %peer,
+                refused_total = n,
+                max_connections = self.state.opts.max_connections,
+                "connection refused: too many connections"
+            );
+        }
+    }
+}
+
+/// A resumed session restores the client chain verified when the session
+/// was first made; renewal trusts that chain, so it is verified again, now,
+/// by the same verifier as a full handshake. An expired certificate cannot
+/// renew itself through a session ticket. Sessions without a client
+/// certificate (join-token requests) and full handshakes pass untouched.
+fn recheck_resumed(
+    verifier: &dyn ClientCertVerifier,
+    conn: &ServerConnection,
+) -> Result<(), rustls::Error> {
+    if conn.handshake_kind() != Some(rustls::HandshakeKind::Resumed) {
+        return Ok(());
+    }
+    match conn.peer_certificates().and_then(|c| c.split_first()) {
+        Some((leaf, intermediates)) => verifier
+            .verify_client_cert(leaf, intermediates, UnixTime::now())
+            .map(|_| ()),
+        None => Ok(()),
     }
 }

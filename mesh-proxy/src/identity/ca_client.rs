@@ -138,7 +138,9 @@ impl rustls::client::ResolvesClientCert for Current {
 }
 
 /// POSTs the CSR to `{url}/v1/sign?ttl=…`; the CA server is verified by
-/// name against the trust bundle (nothing is trusted on first use).
+/// name against the trust bundle (nothing is trusted on first use) and must
+/// be the CA's identity `spiffe://<td>/mesh-ca` (SPEC §11), so a workload
+/// certificate for the same host name never sees the token.
 async fn post_csr(
     source: &CaSource,
     roots: &[CertificateDer<'static>],
@@ -154,14 +156,12 @@ async fn post_csr(
         .trim_end_matches(']')
         .to_owned();
     let port = source.url.port_u16().unwrap_or(443);
-    let mut store = rustls::RootCertStore::empty();
-    for r in roots {
-        store.add(r.clone()).map_err(|e| e.to_string())?;
-    }
+    let verifier = mesh_ca::CaServerVerifier::new(roots, provider()).map_err(|e| e.to_string())?;
     let builder = rustls::ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| e.to_string())?
-        .with_root_certificates(store);
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(verifier));
     let mut config = match current {
         Some(cert) => builder.with_client_cert_resolver(Arc::new(Current(cert))),
         None => builder.with_no_client_auth(),
@@ -175,7 +175,7 @@ async fn post_csr(
         let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
             .connect(name, tcp)
             .await
-            .map_err(|e| format!("tls with the CA: {e}"))?;
+            .map_err(|e| format!("tls with the CA: {}", mesh_ca::tls_error_words(&e)))?;
         let (mut tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
             .await
             .map_err(|e| e.to_string())?;
