@@ -8,6 +8,7 @@
 //! in reverse order by PID: SIGTERM (proxies drain), SIGKILL after a deadline.
 
 mod manifest;
+mod state_dir;
 
 use std::cell::Cell;
 use std::collections::BTreeMap;
@@ -104,7 +105,7 @@ async fn up(args: &UpArgs) -> Result<ExitCode> {
             bins.path(&s.bin)?;
         }
     }
-    let state = make_state_dir(args.state_dir.as_deref())?;
+    let state = state_dir::make_state_dir(args.state_dir.as_deref())?;
     let ui = Ui::new();
     // Installed before any child exists, so no signal is missed.
     let mut sigint = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
@@ -606,27 +607,6 @@ impl Bins {
         }
         Ok(path)
     }
-}
-
-fn make_state_dir(given: Option<&Path>) -> Result<PathBuf> {
-    let dir = match given {
-        Some(d) => d.to_path_buf(),
-        None => std::env::temp_dir().join(format!("mesh-up-{}", std::process::id())),
-    };
-    fs::create_dir_all(&dir)
-        .with_context(|| format!("cannot create the state dir {}", dir.display()))?;
-    let empty = fs::read_dir(&dir)
-        .with_context(|| format!("cannot read the state dir {}", dir.display()))?
-        .next()
-        .is_none();
-    if !empty {
-        bail!(
-            "the state dir {} is not empty; give another --state-dir or remove it",
-            dir.display()
-        );
-    }
-    // Absolute, since the rendered configs name files in it.
-    fs::canonicalize(&dir).with_context(|| format!("cannot resolve {}", dir.display()))
 }
 
 fn free_port() -> Result<u16> {
