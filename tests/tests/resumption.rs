@@ -318,3 +318,63 @@ async fn a_session_of_a_removed_root_cannot_resume() {
         "the refusal is logged in words:\n{log}"
     );
 }
+
+/// The client's identity is removed from `allow` by a reload: its saved
+/// session may still resume (the listener and its session cache stay), but
+/// the request is refused like a full handshake's (403), never 200.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_of_an_identity_removed_from_allow_gets_no_answer_from_the_app() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let pki = TestPki::new(TD);
+    let server = pki.leaf("server");
+    write(d, "server.crt", &server.chain_pem);
+    write(d, "server.key", &server.key_pem);
+    write(d, "ca.crt", &pki.bundle_pem());
+    let client = pki.leaf(CLIENT);
+    write(d, "client.crt", &client.chain_pem);
+    write(d, "client.key", &client.key_pem);
+    let ledger = LedgerUpstream::start().await.expect("ledger");
+    let (port, admin) = (free_port(), free_port());
+    let config = |allow: &str| {
+        ConfigBuilder::new()
+            .admin(admin)
+            .set("identity", json!({"cert": d.join("server.crt"), "key": d.join("server.key"), "trust_bundle": d.join("ca.crt")}))
+            .http_listener_with("ingress", port, vec![route_prefix("/", "app")], json!({"tls": {"mode": "mutual", "allow": [allow]}}))
+            .cluster("app", &[ledger.addr()])
+            .build()
+    };
+    let proxy = ProxyProcess::start_and_wait(&config(CLIENT), &[], &[port])
+        .await
+        .expect("proxy starts");
+    let session = resumable_session(port, d, GET).await;
+
+    proxy
+        .write_config(&config("spiffe://mesh.test/someone-else"))
+        .expect("config");
+    proxy.signal("HUP").expect("reload");
+    let reloaded = mesh_tests::wait_until_ok(
+        Duration::from_secs(10),
+        Duration::from_millis(50),
+        || async { mesh_tests::admin_stat(admin, "server.config_reload_total").await >= Some(1) },
+    )
+    .await;
+    assert!(reloaded, "no reload:\n{}", proxy.stderr_text());
+    let before = ledger.entries().len();
+    let last = resume(port, d, &session, GET).await;
+    assert!(
+        !last.contains(" 200 "),
+        "a removed identity got 200 through a resumed session: {last}"
+    );
+    // The listener (and its session cache) outlives an allow change, so the
+    // session resumes; the allow-list check then answers 403 UAEX.
+    assert!(
+        !last.contains("Reused") || last.contains("HTTP/1.1 403"),
+        "a resumed session of a removed identity must get 403: {last}"
+    );
+    assert_eq!(
+        ledger.entries().len(),
+        before,
+        "the resumed session reached the app"
+    );
+}
