@@ -10,7 +10,7 @@ mod io;
 mod tcp;
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
@@ -72,7 +72,27 @@ impl DrainTrigger {
 pub struct BoundListener {
     pub name: String,
     pub local_addr: SocketAddr,
-    socket: TcpListener,
+    socket: Arc<TcpListener>,
+}
+
+/// The socket an accept loop serves, so that a reload replacing the
+/// listener at the same address hands the very socket to the new loop: no
+/// rebind, no moment where the port refuses connections. Weak: the socket
+/// closes when its accept loops end.
+#[derive(Clone)]
+pub struct SocketHandle(Weak<TcpListener>);
+
+impl SocketHandle {
+    /// The same socket, to be served under `name` by a new accept loop;
+    /// `None` once its accept loop closed it.
+    pub fn rebound(&self, name: &str) -> Option<std::io::Result<BoundListener>> {
+        let socket = self.0.upgrade()?;
+        Some(socket.local_addr().map(|local_addr| BoundListener {
+            name: name.to_owned(),
+            local_addr,
+            socket,
+        }))
+    }
 }
 
 impl BoundListener {
@@ -94,8 +114,12 @@ impl BoundListener {
         Ok(Self {
             name: spec.name.clone(),
             local_addr: socket.local_addr()?,
-            socket,
+            socket: Arc::new(socket),
         })
+    }
+
+    pub fn handle(&self) -> SocketHandle {
+        SocketHandle(Arc::downgrade(&self.socket))
     }
 }
 
