@@ -81,7 +81,7 @@ impl HttpServer {
             inner.unread(parts.read_buf);
             let upgrade = down.upgrade.lock().ok().and_then(|mut u| u.take());
             if let Some(upstream) = upgrade {
-                return upgrade::tunnel(inner, upstream).await;
+                return upgrade::tunnel(inner, upstream, activity, idle_timeout).await;
             }
             if !parking || closing {
                 return close(inner).await;
