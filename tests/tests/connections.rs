@@ -773,3 +773,31 @@ async fn read_one_response(s: &mut TcpStream) {
         }
     }
 }
+
+/// h2c over a real socket: a HEADERS frame without END_HEADERS, then
+/// silence, is closed at `header_read_timeout` (1 s here) although the
+/// connection's idle timeout is an hour.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_http2_header_block_is_closed_at_the_header_read_timeout() {
+    let port = free_port();
+    let cfg = ConfigBuilder::new()
+        .limits(json!({ "header_read_timeout": "1s", "idle_timeout": "1h" }))
+        .http_listener(
+            "main",
+            port,
+            vec![mesh_tests::route_prefix_direct("/", 200, "ok")],
+        );
+    let _proxy = start(&cfg, &[port]).await;
+    let mut s = TcpStream::connect(local(port)).await.expect("connect");
+    let mut hello = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    hello.extend_from_slice(&[0, 0, 0, 0x4, 0, 0, 0, 0, 0]); // SETTINGS
+    // HEADERS, stream 1, END_STREAM without END_HEADERS: `:method GET`.
+    hello.extend_from_slice(&[0, 0, 1, 0x1, 0x1, 0, 0, 0, 1, 0x82]);
+    s.write_all(&hello).await.expect("write");
+    let (_, closed) = read_until_close(&mut s, Duration::from_secs(5)).await;
+    let closed = closed.expect("an open header block held the connection for 5 s");
+    assert!(
+        closed >= Duration::from_millis(900) && closed <= Duration::from_millis(2500),
+        "closed after {closed:?}"
+    );
+}

@@ -24,10 +24,12 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::net::TcpStream;
 
 mod body;
+mod h2watch;
 mod park;
 mod upgrade;
 
 use body::{OpenBody, OpenRequest};
+use h2watch::{BlockClock, FrameWatch, block_stalled};
 
 use super::Drain;
 use super::io::{Activity, ActivityIo};
@@ -237,6 +239,8 @@ impl HttpServer {
     {
         let peer = down.peer;
         let limits = &self.ctx.limits;
+        let blocks = BlockClock::new();
+        let io = FrameWatch::new(io, Arc::clone(&blocks));
         let conn = self
             .h2
             .serve_connection(TokioIo::new(io), self.service(&down));
@@ -260,6 +264,11 @@ impl HttpServer {
                     tracing::debug!(%peer, "downstream connection idle; closing");
                     closing = true;
                     conn.as_mut().graceful_shutdown();
+                }
+                // No GOAWAY: h2 would wait for the rest of the block.
+                _ = block_stalled(&blocks, limits.header_read_timeout) => {
+                    tracing::debug!(%peer, "HTTP/2 header block open for header_read_timeout; connection closed");
+                    return;
                 }
             }
         }

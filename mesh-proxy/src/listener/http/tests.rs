@@ -200,3 +200,50 @@ async fn a_request_crossing_the_drain_close_is_not_met_by_a_reset() {
         .await
         .expect("a write after the FIN is read, not refused");
 }
+
+/// An HTTP/2 HEADERS frame without END_HEADERS, then silence: closed at
+/// the listener's `header_read_timeout` (10 s here), not held until the
+/// idle timeout (an hour) as h2 alone would.
+#[tokio::test(start_paused = true)]
+async fn an_http2_header_block_left_open_is_closed_at_the_header_read_timeout() {
+    let server = server();
+    let (mut client, _drain) = connect(&server);
+    let mut hello = H2_PREFACE.to_vec();
+    hello.extend_from_slice(&[0, 0, 0, 0x4, 0, 0, 0, 0, 0]); // SETTINGS
+    // HEADERS on stream 1, END_STREAM but no END_HEADERS: `:method GET`.
+    hello.extend_from_slice(&[0, 0, 1, 0x1, 0x1, 0, 0, 0, 1, 0x82]);
+    client.write_all(&hello).await.expect("write");
+    let started = tokio::time::Instant::now();
+    let limit = server.ctx.limits.header_read_timeout;
+    let mut got = Vec::new();
+    let closed = tokio::time::timeout(limit * 2, client.read_to_end(&mut got)).await;
+    assert!(closed.is_ok(), "still open after {:?}", limit * 2);
+    let took = started.elapsed();
+    assert!(
+        took >= limit && took <= limit + Duration::from_secs(1),
+        "{took:?}"
+    );
+}
+
+/// A whole request over HTTP/2 still gets its answer, and the connection
+/// stays open past the header timeout while no block is open.
+#[tokio::test(start_paused = true)]
+async fn complete_http2_header_blocks_are_not_cut() {
+    let server = server();
+    let (client, _drain) = connect(&server);
+    let (mut send, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(client),
+    )
+    .await
+    .expect("handshake");
+    tokio::spawn(conn);
+    for _ in 0..2 {
+        let req = hyper::Request::get("http://t/a")
+            .body(http_body_util::Empty::<Bytes>::new())
+            .expect("request");
+        let resp = send.send_request(req).await.expect("response");
+        assert_eq!(resp.status(), 200);
+        tokio::time::sleep(server.ctx.limits.header_read_timeout * 2).await;
+    }
+}
