@@ -67,14 +67,8 @@ async fn upgrade_echo_upstream() -> SocketAddr {
     addr
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn websocket_upgrade_is_proxied_both_ways() {
-    let up = upgrade_echo_upstream().await;
-    let port = free_port();
-    let cfg = ConfigBuilder::new()
-        .http_listener("main", port, vec![route_prefix("/", "ws")])
-        .cluster("ws", &[up]);
-    let _proxy = start(&cfg, &[port]).await;
+/// A connection through the proxy on `port`, upgraded to a WebSocket.
+async fn upgraded(port: u16) -> TcpStream {
     let mut s = TcpStream::connect(local(port)).await.expect("connect");
     s.write_all(b"GET /chat HTTP/1.1\r\nHost: t\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
         .await
@@ -93,14 +87,59 @@ async fn websocket_upgrade_is_proxied_both_ways() {
     let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
     assert!(head.starts_with("http/1.1 101"), "{head}");
     assert!(head.contains("upgrade: websocket"), "{head}");
+    s
+}
+
+async fn echo(s: &mut TcpStream, msg: &[u8]) {
+    s.write_all(msg).await.expect("write");
+    let mut got = vec![0u8; msg.len()];
+    tokio::time::timeout(Duration::from_secs(2), s.read_exact(&mut got))
+        .await
+        .expect("echo in time")
+        .expect("read");
+    assert_eq!(got, msg);
+}
+
+/// The acceptance case `ws_idle`: with `idle_timeout: 2s`, a tunnel that
+/// keeps talking (a ping every 0.5 s for 3 s) lives on, and one left idle
+/// is closed at about 2 s (by 4.5 s at the latest), not held forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upgraded_tunnel_honours_the_idle_timeout() {
+    let up = upgrade_echo_upstream().await;
+    let port = free_port();
+    let cfg = ConfigBuilder::new()
+        .limits(json!({ "idle_timeout": "2s", "stream_idle_timeout": "2s" }))
+        .http_listener("main", port, vec![route_prefix("/", "ws")])
+        .cluster("ws", &[up]);
+    let _proxy = start(&cfg, &[port]).await;
+    let mut s = upgraded(port).await;
+    let active = Instant::now();
+    let mut i = 0;
+    while active.elapsed() < Duration::from_secs(3) {
+        echo(&mut s, format!("ping-{i};").as_bytes()).await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        i += 1;
+    }
+    let (rest, closed) = read_until_close(&mut s, Duration::from_secs(7)).await;
+    assert!(rest.is_empty(), "{rest:?}");
+    let closed = closed.expect("an idle tunnel still open after 7 s");
+    assert!(
+        closed >= Duration::from_secs(1) && closed <= Duration::from_millis(4500),
+        "idle tunnel closed after {closed:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_upgrade_is_proxied_both_ways() {
+    let up = upgrade_echo_upstream().await;
+    let port = free_port();
+    let cfg = ConfigBuilder::new()
+        .http_listener("main", port, vec![route_prefix("/", "ws")])
+        .cluster("ws", &[up]);
+    let _proxy = start(&cfg, &[port]).await;
+    let mut s = upgraded(port).await;
     for msg in [&b"ping"[..], b"second frame"] {
-        s.write_all(msg).await.expect("write");
-        let mut got = vec![0u8; msg.len()];
-        tokio::time::timeout(Duration::from_secs(2), s.read_exact(&mut got))
-            .await
-            .expect("echo in time")
-            .expect("read");
-        assert_eq!(got, msg);
+        echo(&mut s, msg).await;
     }
 }
 
@@ -733,4 +772,32 @@ async fn read_one_response(s: &mut TcpStream) {
             return;
         }
     }
+}
+
+/// h2c over a real socket: a HEADERS frame without END_HEADERS, then
+/// silence, is closed at `header_read_timeout` (1 s here) although the
+/// connection's idle timeout is an hour.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_http2_header_block_is_closed_at_the_header_read_timeout() {
+    let port = free_port();
+    let cfg = ConfigBuilder::new()
+        .limits(json!({ "header_read_timeout": "1s", "idle_timeout": "1h" }))
+        .http_listener(
+            "main",
+            port,
+            vec![mesh_tests::route_prefix_direct("/", 200, "ok")],
+        );
+    let _proxy = start(&cfg, &[port]).await;
+    let mut s = TcpStream::connect(local(port)).await.expect("connect");
+    let mut hello = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    hello.extend_from_slice(&[0, 0, 0, 0x4, 0, 0, 0, 0, 0]); // SETTINGS
+    // HEADERS, stream 1, END_STREAM without END_HEADERS: `:method GET`.
+    hello.extend_from_slice(&[0, 0, 1, 0x1, 0x1, 0, 0, 0, 1, 0x82]);
+    s.write_all(&hello).await.expect("write");
+    let (_, closed) = read_until_close(&mut s, Duration::from_secs(5)).await;
+    let closed = closed.expect("an open header block held the connection for 5 s");
+    assert!(
+        closed >= Duration::from_millis(900) && closed <= Duration::from_millis(2500),
+        "closed after {closed:?}"
+    );
 }

@@ -172,3 +172,152 @@ async fn reloads_under_load_lose_no_request_and_bad_configs_are_rejected() {
         ok.load(Ordering::Relaxed)
     );
 }
+
+/// A config of direct-response listeners `(name, port)` and an admin port.
+fn direct_listeners(admin: u16, listeners: &[(&str, u16)]) -> String {
+    let mut cfg = ConfigBuilder::new().admin(admin);
+    for (name, port) in listeners {
+        cfg = cfg.http_listener(
+            name,
+            *port,
+            vec![mesh_tests::route_prefix_direct("/", 200, name)],
+        );
+    }
+    cfg.build()
+}
+
+/// The status `GET /` gets on `port` (`None`: no HTTP answer at all).
+async fn status_on(port: u16) -> Option<u16> {
+    let out = mesh_tests::curl(&[
+        "-s",
+        "-m",
+        "3",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        &format!("http://127.0.0.1:{port}/"),
+    ])
+    .await
+    .ok()?;
+    out.stdout.trim().parse().ok().filter(|&s| s != 0)
+}
+
+async fn admin_listeners(admin: u16) -> String {
+    mesh_tests::curl(&["-s", &format!("http://127.0.0.1:{admin}/listeners")])
+        .await
+        .map(|o| o.stdout)
+        .unwrap_or_default()
+}
+
+/// Sends SIGHUP and waits until the reload counted as failed.
+async fn reload_fails(proxy: &ProxyProcess, admin: u16, yaml: &str) {
+    let failed = stat(admin, "server.config_reload_failed").await;
+    proxy.write_config(yaml).expect("write");
+    proxy.signal("HUP").expect("HUP");
+    let counted = mesh_tests::wait_until_ok(
+        Duration::from_secs(5),
+        Duration::from_millis(50),
+        || async { stat(admin, "server.config_reload_failed").await > failed },
+    )
+    .await;
+    assert!(counted, "the reload was not counted as failed");
+}
+
+/// A listener moved to a port another process holds: the reload fails,
+/// is counted, and the old listener keeps serving and is still listed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_bind_fails() {
+    let (port, admin) = (free_port(), free_port());
+    let held = std::net::TcpListener::bind("127.0.0.1:0").expect("hold a port");
+    let held_port = held.local_addr().expect("addr").port();
+    let proxy = ProxyProcess::start_and_wait(
+        &direct_listeners(admin, &[("main", port)]),
+        &[],
+        &[port, admin],
+    )
+    .await
+    .expect("proxy");
+    assert_eq!(status_on(port).await, Some(200));
+
+    reload_fails(
+        &proxy,
+        admin,
+        &direct_listeners(admin, &[("main", held_port)]),
+    )
+    .await;
+    assert_eq!(
+        status_on(port).await,
+        Some(200),
+        "the old port after a failed reload"
+    );
+    let listed = admin_listeners(admin).await;
+    assert!(
+        listed.contains(&format!("main::127.0.0.1:{port}")),
+        "/listeners after a failed reload: {listed:?}"
+    );
+    assert!(stat(admin, "server.config_reload_total").await >= 1);
+    let log = proxy.stderr_text();
+    assert!(
+        log.contains("nothing was changed")
+            && log.contains(&format!("cannot bind 127.0.0.1:{held_port}")),
+        "{log}"
+    );
+    drop(held);
+}
+
+/// One listener moves, another is added on a held port: nothing changes
+/// (the moved one still serves at its old port, not at the new one; the
+/// untouched one serves on). Once the port is free, the same config applies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_failing_on_its_second_bind_leaves_every_listener_as_it_was() {
+    let (a, b, moved, admin) = (free_port(), free_port(), free_port(), free_port());
+    let held = std::net::TcpListener::bind("127.0.0.1:0").expect("hold a port");
+    let held_port = held.local_addr().expect("addr").port();
+    let proxy = ProxyProcess::start_and_wait(
+        &direct_listeners(admin, &[("a", a), ("b", b)]),
+        &[],
+        &[a, b, admin],
+    )
+    .await
+    .expect("proxy");
+    let before = admin_listeners(admin).await;
+    let next = direct_listeners(admin, &[("a", moved), ("b", b), ("c", held_port)]);
+
+    reload_fails(&proxy, admin, &next).await;
+    assert_eq!(status_on(a).await, Some(200), "a at its old port");
+    assert_eq!(status_on(b).await, Some(200), "b");
+    assert_eq!(
+        status_on(moved).await,
+        None,
+        "a's new port serves after a failed reload: {:?}; /listeners: {}\n{}",
+        mesh_tests::curl(&["-s", "-i", &format!("http://127.0.0.1:{moved}/")])
+            .await
+            .map(|o| o.stdout),
+        admin_listeners(admin).await,
+        proxy.stderr_text()
+    );
+    assert_eq!(admin_listeners(admin).await, before);
+
+    // The port is free now: the same config applies as a whole.
+    drop(held);
+    let total = stat(admin, "server.config_reload_total").await;
+    proxy.signal("HUP").expect("HUP");
+    let applied = mesh_tests::wait_until_ok(
+        Duration::from_secs(5),
+        Duration::from_millis(50),
+        || async { status_on(held_port).await == Some(200) },
+    )
+    .await;
+    assert!(applied, "the config did not apply once the port was free");
+    assert!(stat(admin, "server.config_reload_total").await > total);
+    assert_eq!(status_on(moved).await, Some(200));
+    assert_eq!(status_on(b).await, Some(200));
+    let gone = mesh_tests::wait_until_ok(
+        Duration::from_secs(5),
+        Duration::from_millis(50),
+        || async { status_on(a).await.is_none() },
+    )
+    .await;
+    assert!(gone, "a still answers at its old port");
+}

@@ -78,13 +78,22 @@ pub(super) fn routes(
     }
 }
 
-/// Starts serving one listener on its bound socket.
-pub(super) fn launch(
+/// A listener ready to serve: everything that can fail (TLS, routes, the
+/// cluster of a TCP listener) is done; only its accept loop is missing.
+pub(super) struct Prepared {
+    spec: ListenerSpec,
+    bound: BoundListener,
+    protocol: Protocol,
+    info: ListenerInfo,
+}
+
+/// Builds one listener on its bound socket without serving it yet.
+pub(super) fn prepare(
     spec: &ListenerSpec,
     bound: BoundListener,
     clusters: &ClusterMap,
     shared: &Shared<'_>,
-) -> anyhow::Result<Running> {
+) -> anyhow::Result<Prepared> {
     let tls = match (&spec.tls, shared.identity) {
         (Some(tls), Some(store)) => {
             let alpn: &[&[u8]] = match spec.kind {
@@ -127,21 +136,41 @@ pub(super) fn launch(
             tls,
         },
     };
-    tracing::info!(listener = %spec.name, address = %bound.local_addr, "listening");
-    let (stop, stopped) = Drain::new();
-    listener::spawn_accept_loop(
+    Ok(Prepared {
+        spec: spec.clone(),
         bound,
         protocol,
-        spec.limits.max_connections,
-        shared.drain.clone(),
-        stopped,
-        shared.tracker.clone(),
-    );
-    Ok(Running {
-        spec: spec.clone(),
         info,
-        stop,
     })
+}
+
+impl Prepared {
+    /// Starts the accept loop; cannot fail.
+    pub(super) fn start(self, shared: &Shared<'_>) -> Running {
+        let Prepared {
+            spec,
+            bound,
+            protocol,
+            info,
+        } = self;
+        tracing::info!(listener = %spec.name, address = %bound.local_addr, "listening");
+        let socket = bound.handle();
+        let (stop, stopped) = Drain::new();
+        listener::spawn_accept_loop(
+            bound,
+            protocol,
+            spec.limits.max_connections,
+            shared.drain.clone(),
+            stopped,
+            shared.tracker.clone(),
+        );
+        Running {
+            spec,
+            info,
+            stop,
+            socket,
+        }
+    }
 }
 
 /// What one HTTP listener observes; `None` when neither tracing nor an

@@ -97,6 +97,8 @@ struct Running {
     spec: crate::config::ListenerSpec,
     info: ListenerInfo,
     stop: listener::DrainTrigger,
+    /// Its socket, handed on when a reload replaces it at the same address.
+    socket: listener::SocketHandle,
 }
 
 /// What a reload works on (behind an async mutex: reloads run one at a
@@ -196,10 +198,13 @@ pub fn start(
         drain: &drain,
         tracker: &tracker,
     };
-    let mut listeners = Vec::with_capacity(config.listeners.len());
-    for (spec, bound) in config.listeners.iter().zip(bound) {
-        listeners.push(build::launch(spec, bound, &clusters, &shared)?);
-    }
+    let prepared = config
+        .listeners
+        .iter()
+        .zip(bound)
+        .map(|(spec, bound)| build::prepare(spec, bound, &clusters, &shared))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let listeners = prepared.into_iter().map(|p| p.start(&shared)).collect();
     let running = RunningSet {
         listeners,
         clusters,

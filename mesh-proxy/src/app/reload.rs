@@ -11,8 +11,14 @@
 //! - a listener's new `tls.allow` applies to its open connections: the next
 //!   HTTP request of a peer no longer listed gets 403 `UAEX`, a TCP tunnel of
 //!   one is closed (a replaced listener's connections get it too);
-//! - a changed listener is closed and bound anew, a removed one stops
+//! - a changed listener is built anew (on the same socket when its address
+//!   did not change, so the port never refuses), a removed one stops
 //!   accepting (its connections finish), a new one starts.
+//!
+//! A reload is all or nothing: every new address is bound and every new
+//! listener built before anything old is stopped or swapped; any failure
+//! (an address in use, TLS without an identity, ...) drops what was built
+//! and leaves every listener, route table and cluster as it was.
 //!
 //! Identity, tracing, access logs and the admin address need a restart.
 
@@ -20,12 +26,14 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use super::build::{self, ClusterMap, Shared, same};
-use super::{Runtime, Topology};
+use super::build::{self, ClusterMap, Prepared, Shared, same};
+use super::{Running, RunningSet, Runtime, Topology};
 use crate::config::{Config, ListenerKind, ListenerSpec, TlsMode};
 use crate::listener::BoundListener;
+use crate::router::RouteTable;
 
-/// Reloads `path`; the error says why the old config stays.
+/// Reloads `path`; the error says why nothing changed. Both outcomes count
+/// in `server.config_reload_total`, failures also in `_failed`.
 pub async fn reload(rt: &Runtime, path: &Path) -> Result<(), String> {
     rt.reloads.total.fetch_add(1, Ordering::Relaxed);
     let result = apply(rt, path).await;
@@ -33,56 +41,107 @@ pub async fn reload(rt: &Runtime, path: &Path) -> Result<(), String> {
         Ok(()) => tracing::info!(path = %path.display(), "config reloaded"),
         Err(e) => {
             rt.reloads.failed.fetch_add(1, Ordering::Relaxed);
-            tracing::error!(path = %path.display(), "config reload rejected; the previous config keeps serving:\n{e}");
+            tracing::error!(path = %path.display(), "config reload rejected; nothing was changed and the previous config keeps serving:\n{e}");
         }
     }
     result
+}
+
+/// A new config, fully built but not yet serving.
+struct Plan {
+    clusters: ClusterMap,
+    /// Listeners that keep their socket: index in the running set, new
+    /// spec, new route table.
+    keep: Vec<(usize, ListenerSpec, Option<RouteTable>)>,
+    /// Listeners to start, each on its own bound socket.
+    start: Vec<Prepared>,
 }
 
 async fn apply(rt: &Runtime, path: &Path) -> Result<(), String> {
     let new = crate::config::load_file(path).map_err(|e| e.to_string())?;
     let old = rt.topology().config.clone();
     warn_restart_only(&old, &new);
-
-    // Everything that can fail happens before anything changes.
     let mut running = rt.running.lock().await;
-    let previous: ClusterMap = running.clusters.clone();
-    let clusters = build::clusters(&new, &rt.identity, &previous).map_err(|e| format!("{e:#}"))?;
+    // Everything that can fail happens here, before anything changes.
+    let plan = prepare(rt, &running, &new).await?;
+    commit(rt, &mut running, plan, &new);
+    rt.publish(Arc::new(new), &running);
+    Ok(())
+}
+
+fn shared(rt: &Runtime) -> Shared<'_> {
+    Shared {
+        identity: &rt.identity,
+        tracing: &rt.tracing,
+        access_log: &rt.access_log,
+        drain: &rt.drain_watch,
+        tracker: &rt.tracker,
+    }
+}
+
+/// Builds `new` against the running set without touching it: on error,
+/// whatever was bound or built is dropped.
+async fn prepare(rt: &Runtime, running: &RunningSet, new: &Config) -> Result<Plan, String> {
+    let previous = &running.clusters;
+    let clusters = build::clusters(new, &rt.identity, previous).map_err(|e| format!("{e:#}"))?;
     let mut keep = Vec::new();
-    let mut relaunch = Vec::new();
+    let mut changed = Vec::new();
     for spec in &new.listeners {
-        match running
-            .listeners
-            .iter()
-            .position(|r| r.spec.name == spec.name)
-        {
-            Some(i)
-                if same_socket(&running.listeners[i].spec, spec)
-                    && same_tcp_cluster(spec, &previous, &clusters) =>
-            {
+        let old = running.listeners.iter().position(|r| {
+            r.spec.name == spec.name
+                && same_socket(&r.spec, spec)
+                && same_tcp_cluster(spec, previous, &clusters)
+        });
+        match old {
+            Some(i) => {
                 let table = build::routes(spec, &clusters).map_err(|e| format!("{e:#}"))?;
                 keep.push((i, spec.clone(), table));
             }
-            _ => relaunch.push(spec.clone()),
+            None => changed.push(spec),
         }
     }
-    // Listeners that change or go away stop accepting first, so a changed
-    // one can bind its address again.
-    let kept: Vec<usize> = keep.iter().map(|(i, _, _)| *i).collect();
-    let mut stay = Vec::new();
-    for (i, r) in running.listeners.drain(..).enumerate() {
-        if kept.contains(&i) {
-            stay.push((i, r));
-        } else {
-            tracing::info!(listener = %r.spec.name, "listener closed by reload");
-            if let Some(spec) = new.listeners.iter().find(|s| s.name == r.spec.name) {
-                refresh_allow(&r, spec);
-            }
-            r.stop.start();
-        }
+    let shared = shared(rt);
+    let mut start = Vec::with_capacity(changed.len());
+    for spec in changed {
+        let bound = socket_for(spec, running, &keep)
+            .await
+            .map_err(|e| format!("listener {}: cannot bind {}: {e}", spec.name, spec.address))?;
+        start.push(build::prepare(spec, bound, &clusters, &shared).map_err(|e| format!("{e:#}"))?);
     }
-    let mut next = Vec::new();
-    for ((_, spec, table), (_, mut r)) in keep.into_iter().zip(stay) {
+    Ok(Plan {
+        clusters,
+        keep,
+        start,
+    })
+}
+
+/// The socket for a listener to start: the one an old listener that goes
+/// away serves at the same address, or a newly bound one.
+async fn socket_for(
+    spec: &ListenerSpec,
+    running: &RunningSet,
+    keep: &[(usize, ListenerSpec, Option<RouteTable>)],
+) -> std::io::Result<BoundListener> {
+    let leaving = running.listeners.iter().enumerate().find(|(i, r)| {
+        spec.address.port() != 0
+            && r.spec.address == spec.address
+            && !keep.iter().any(|(k, _, _)| k == i)
+    });
+    match leaving.and_then(|(_, r)| r.socket.rebound(&spec.name)) {
+        Some(bound) => bound,
+        None => bind_retrying(spec).await,
+    }
+}
+
+/// Applies a plan; cannot fail. New listeners accept before old ones stop.
+fn commit(rt: &Runtime, running: &mut RunningSet, plan: Plan, new: &Config) {
+    let shared = shared(rt);
+    let mut next: Vec<Running> = plan.start.into_iter().map(|p| p.start(&shared)).collect();
+    let mut old: Vec<Option<Running>> = running.listeners.drain(..).map(Some).collect();
+    for (i, spec, table) in plan.keep {
+        let Some(mut r) = old.get_mut(i).and_then(Option::take) else {
+            continue;
+        };
         if let (Some(table), Some(http)) = (table, &r.info.http) {
             http.routes.store(Arc::new(table));
         }
@@ -90,45 +149,29 @@ async fn apply(rt: &Runtime, path: &Path) -> Result<(), String> {
         r.spec = spec;
         next.push(r);
     }
-    let shared = Shared {
-        identity: &rt.identity,
-        tracing: &rt.tracing,
-        access_log: &rt.access_log,
-        drain: &rt.drain_watch,
-        tracker: &rt.tracker,
-    };
-    let mut errors = Vec::new();
-    for spec in relaunch {
-        // The old socket may take a moment to close after its loop stops.
-        match bind_retrying(&spec).await {
-            Ok(bound) => match build::launch(&spec, bound, &clusters, &shared) {
-                Ok(r) => next.push(r),
-                Err(e) => errors.push(format!("{e:#}")),
-            },
-            Err(e) => errors.push(format!(
-                "listener {}: cannot bind {}: {e}",
-                spec.name, spec.address
-            )),
+    for r in old.into_iter().flatten() {
+        tracing::info!(listener = %r.spec.name, "listener closed by reload");
+        if let Some(spec) = new.listeners.iter().find(|s| s.name == r.spec.name) {
+            refresh_allow(&r, spec);
         }
+        r.stop.start();
     }
-    running.clusters = clusters;
+    // Keep the config's order for /listeners.
+    next.sort_by_key(|r| new.listeners.iter().position(|s| s.name == r.spec.name));
+    running.clusters = plan.clusters;
     running.listeners = next;
-    rt.publish(Arc::new(new), &running);
-    if errors.is_empty() {
-        Ok(())
-    } else {
-        Err(errors.join("\n"))
-    }
 }
 
+/// A removed listener's address may still be held for a moment by its
+/// accept loop, which closes the socket once it stops.
 async fn bind_retrying(spec: &ListenerSpec) -> std::io::Result<BoundListener> {
     let mut last = None;
-    for _ in 0..20 {
+    for _ in 0..10 {
         match BoundListener::bind(spec) {
             Ok(b) => return Ok(b),
             Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
                 last = Some(e);
-                tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
             }
             Err(e) => return Err(e),
         }
@@ -173,7 +216,7 @@ fn same_tls_mode(old: &ListenerSpec, new: &ListenerSpec) -> bool {
 
 /// Open connections of `running` re-check their peer against the allow-list
 /// of `spec`, the listener's new config.
-fn refresh_allow(running: &super::Running, spec: &ListenerSpec) {
+fn refresh_allow(running: &Running, spec: &ListenerSpec) {
     match (&running.info.tls, &spec.tls) {
         (Some(server), Some(tls)) if tls.mode == TlsMode::Mutual => server.replace_allow(tls),
         _ => {}
