@@ -111,6 +111,11 @@ impl Admission {
         ok
     }
 
+    /// The peer this admission is for (`None`: no client certificate).
+    pub fn peer(&self) -> Option<&SpiffeId> {
+        self.peer.as_ref()
+    }
+
     /// Resolves once a reload made the listener stop admitting the peer.
     pub async fn revoked(&self) {
         let mut changed = self.allow.subscribe();

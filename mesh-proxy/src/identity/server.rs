@@ -278,6 +278,16 @@ impl TlsServer {
             .then(|| Admission::new(Arc::clone(&self.allow), peer.spiffe_id.clone()))
     }
 
+    /// Resolves once a reload removed the peer behind `admission` from the
+    /// allow-list, logged and counted (`tls.<listener>.revoked`): the
+    /// caller then closes its tunnel (`what`: "tcp connection", ...).
+    pub async fn revoked(&self, admission: &Admission, peer: std::net::SocketAddr, what: &str) {
+        admission.revoked().await;
+        self.stats.revoked.fetch_add(1, Ordering::Relaxed);
+        let id = admission.peer().map(|id| id.to_string());
+        tracing::info!(listener = %self.listener, %peer, identity = id.as_deref().unwrap_or("(none)"), "{what} closed: identity no longer in allow after a reload");
+    }
+
     /// Our own SPIFFE ID now (for `x-forwarded-client-cert: By=`).
     pub fn own_id(&self) -> Option<SpiffeId> {
         self.store.current().map(|i| i.spiffe_id.clone())

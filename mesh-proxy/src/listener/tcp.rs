@@ -10,8 +10,7 @@ use tokio::net::TcpStream;
 use super::io::{Activity, ActivityIo};
 use crate::cluster::Cluster;
 use crate::config::LimitsSpec;
-use crate::identity::allow::Admission;
-use crate::identity::server::{PeerIdentity, TlsServer};
+use crate::identity::server::TlsServer;
 
 /// Serves one TCP connection; on a `tls:` listener the handshake comes first
 /// and a peer outside the allow-list is closed (logged and counted by
@@ -35,24 +34,13 @@ pub async fn serve(
             }
             match tls.admission(&identity) {
                 Some(admission) => {
-                    let revoked = revoked(tls, admission, peer, &identity);
+                    let revoked = tls.revoked(&admission, peer, "tcp connection");
                     tunnel(stream, peer, cluster, limits, revoked).await;
                 }
                 None => tunnel(stream, peer, cluster, limits, std::future::pending()).await,
             }
         }
     }
-}
-
-/// Resolves (logged and counted) once a reload removed the peer from the
-/// allow-list.
-async fn revoked(tls: &TlsServer, admission: Admission, peer: SocketAddr, identity: &PeerIdentity) {
-    admission.revoked().await;
-    tls.stats
-        .revoked
-        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let id = identity.spiffe_id.as_ref().map(|id| id.to_string());
-    tracing::info!(%peer, identity = id.as_deref().unwrap_or("(none)"), "tcp connection closed: identity no longer in allow after a reload");
 }
 
 /// Copies bytes both ways until either side closes, the connection idles

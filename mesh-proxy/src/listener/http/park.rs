@@ -81,7 +81,15 @@ impl HttpServer {
             inner.unread(parts.read_buf);
             let upgrade = down.upgrade.lock().ok().and_then(|mut u| u.take());
             if let Some(upstream) = upgrade {
-                return upgrade::tunnel(inner, upstream, activity, idle_timeout).await;
+                let revoked = async {
+                    match (&self.tls, &down.admission) {
+                        (Some(tls), Some(admission)) => {
+                            tls.revoked(admission, peer, "upgraded connection").await;
+                        }
+                        _ => std::future::pending().await,
+                    }
+                };
+                return upgrade::tunnel(inner, upstream, activity, idle_timeout, revoked).await;
             }
             if !parking || closing {
                 return close(inner).await;

@@ -1,6 +1,7 @@
 //! Upgraded (101) connections: the downstream socket joined to the
 //! upstream one, closed once no byte moved either way for the listener's
-//! `idle_timeout` (as a raw TCP tunnel is).
+//! `idle_timeout` (as a raw TCP tunnel is), or once a reload removed the
+//! peer from a mutual listener's allow-list.
 
 use std::time::Duration;
 
@@ -11,12 +12,14 @@ use super::super::io::{Activity, ActivityIo};
 
 /// Joins the downstream connection to the upstream one after a 101. Every
 /// byte, either way, passes the downstream socket, whose [`Activity`]
-/// therefore tells when the tunnel went idle.
+/// therefore tells when the tunnel went idle. `revoked` resolves when the
+/// peer may no longer be served.
 pub(super) async fn tunnel<I>(
     mut downstream: ActivityIo<I>,
     upstream: hyper::upgrade::OnUpgrade,
     activity: &Activity,
     idle_timeout: Duration,
+    revoked: impl Future<Output = ()>,
 ) where
     I: AsyncRead + AsyncWrite + Unpin,
 {
@@ -38,5 +41,6 @@ pub(super) async fn tunnel<I>(
         () = activity.idle_for(idle_timeout) => {
             tracing::debug!("upgraded connection idle; closing");
         }
+        () = revoked => {}
     }
 }
