@@ -475,16 +475,32 @@ async fn oversized_bodies_get_413_declared_or_streamed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_over_the_listener_limit_are_closed_at_accept() {
-    let port = free_port();
-    let cfg = ConfigBuilder::new().http_listener_with(
+    let (port, admin) = (free_port(), free_port());
+    let cfg = ConfigBuilder::new().admin(admin).http_listener_with(
         "main",
         port,
         vec![mesh_tests::route_prefix_direct("/", 200, "ok")],
         json!({"limits": {"max_connections": 2}}),
     );
-    let _proxy = start(&cfg, &[port]).await;
+    let _proxy = start(&cfg, &[port, admin]).await;
+    // The start-up probe's connection holds a slot until the proxy sees it
+    // closed: wait for that, or it could take b's slot (and c get b's).
+    let active = |n: u64| async move {
+        mesh_tests::admin_stat(admin, "http.main.downstream_cx_active")
+            .await
+            .is_some_and(|v| v == n)
+    };
+    let tick = Duration::from_millis(20);
+    assert!(
+        mesh_tests::wait_until_ok(Duration::from_secs(5), tick, || active(0)).await,
+        "the start-up probe's connection is still open"
+    );
     let a = TcpStream::connect(local(port)).await.expect("a");
     let _b = TcpStream::connect(local(port)).await.expect("b");
+    assert!(
+        mesh_tests::wait_until_ok(Duration::from_secs(5), tick, || active(2)).await,
+        "a and b are not both served"
+    );
     let mut c = TcpStream::connect(local(port))
         .await
         .expect("c (kernel accepts)");
