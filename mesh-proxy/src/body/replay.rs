@@ -2,8 +2,12 @@
 //! its first [`REPLAY_LIMIT`] bytes, so a retry can send it again
 //! (linkerd2-proxy's `ReplayBody` is the model).
 //!
-//! The first attempt reads the live downstream body, copying each data
-//! frame while the copy stays within the limit. A retry gets a new handle
+//! The first attempt reads the live downstream body, copying the bytes of
+//! each data frame into one buffer while it stays within the limit: a
+//! copy, not the frame itself, since a frame is a slice of a read buffer
+//! that it would keep alive whole (one byte per read would make 64 KiB of
+//! frames hold gigabytes). Once the attempt loop is over (the source is
+//! dropped) the copy is released, however long the body goes on streaming. A retry gets a new handle
 //! ([`ReplayBody::try_replay`]) that yields the kept frames and then goes on
 //! reading the live body where the previous attempt stopped. Once more than
 //! the limit has been read, the copy is dropped and the body can no longer
@@ -31,9 +35,11 @@ pub const REPLAY_LIMIT: usize = 64 * 1024;
 struct State<B> {
     /// The downstream body; `None` once it ended or failed.
     live: Option<B>,
-    /// The data frames read so far, while they fit in the limit.
-    kept: Vec<Bytes>,
-    kept_len: usize,
+    /// The data read so far, while it fits in the limit.
+    kept: Vec<u8>,
+    /// How much of `kept` the reading handle has yielded (its generation's
+    /// position: only the newest handle reads).
+    replayed: usize,
     /// More than the limit was read: `kept` is gone, no more replays.
     capped: bool,
     /// The live body ended (cleanly) with these trailers, if any.
@@ -54,10 +60,6 @@ pub struct ReplaySource<B = DownstreamBody> {
 pub struct ReplayBody<B = DownstreamBody> {
     state: Arc<Mutex<State<B>>>,
     generation: u32,
-    /// How many kept frames this handle has yielded.
-    next_kept: usize,
-    /// Bytes of kept frames this handle has yet to yield.
-    kept_left: usize,
     trailers_sent: bool,
 }
 
@@ -77,7 +79,7 @@ where
         let state = State {
             live: Some(live),
             kept: Vec::new(),
-            kept_len: 0,
+            replayed: 0,
             capped: false,
             ended: false,
             trailers: None,
@@ -88,8 +90,6 @@ where
         let first = Self {
             state: Arc::clone(&state),
             generation: 0,
-            next_kept: 0,
-            kept_left: 0,
             trailers_sent: false,
         };
         (first, ReplaySource { state })
@@ -118,20 +118,19 @@ where
             }
             Poll::Ready(Some(Err(e))) => {
                 st.live = None;
-                st.kept = Vec::new();
+                st.release();
                 return Poll::Ready(Some(Err(e)));
             }
             Poll::Ready(Some(Ok(frame))) => frame,
         };
         if let Some(data) = frame.data_ref() {
             if !st.capped {
-                if st.kept_len + data.len() <= REPLAY_LIMIT {
-                    st.kept_len += data.len();
-                    st.kept.push(data.clone());
-                    self.next_kept = st.kept.len();
+                if st.kept.len() + data.len() <= REPLAY_LIMIT {
+                    keep(&mut st.kept, data);
+                    st.replayed = st.kept.len();
                 } else {
                     st.capped = true;
-                    st.kept = Vec::new();
+                    st.release();
                 }
             }
         } else if let Some(t) = frame.trailers_ref() {
@@ -142,6 +141,35 @@ where
             self.trailers_sent = true;
         }
         Poll::Ready(Some(Ok(frame)))
+    }
+}
+
+/// Appends `data` to the copy, growing it at most to [`REPLAY_LIMIT`].
+fn keep(kept: &mut Vec<u8>, data: &[u8]) {
+    let needed = kept.len() + data.len();
+    if needed > kept.capacity() {
+        let target = needed.max(kept.capacity() * 2).min(REPLAY_LIMIT);
+        kept.reserve_exact(target - kept.len());
+    }
+    kept.extend_from_slice(data);
+}
+
+impl<B> State<B> {
+    fn release(&mut self) {
+        self.kept = Vec::new();
+        self.replayed = 0;
+    }
+}
+
+impl<B> Drop for ReplaySource<B> {
+    /// No retry can follow: the copy is released as soon as the reading
+    /// handle has sent all of it (at once, unless a retry still replays it).
+    fn drop(&mut self) {
+        let mut st = lock(&self.state);
+        st.capped = true;
+        if st.replayed >= st.kept.len() {
+            st.release();
+        }
     }
 }
 
@@ -161,6 +189,7 @@ impl<B> ReplaySource<B> {
             return None;
         }
         st.generation = st.generation.wrapping_add(1);
+        st.replayed = 0;
         // The previous attempt may be parked on the live body: wake it, so
         // it fails and its connection is released.
         if let Some(w) = st.waker.take() {
@@ -169,8 +198,6 @@ impl<B> ReplaySource<B> {
         Some(ReplayBody {
             state: Arc::clone(&self.state),
             generation: st.generation,
-            next_kept: 0,
-            kept_left: st.kept_len,
             trailers_sent: false,
         })
     }
@@ -193,10 +220,13 @@ where
         if st.generation != this.generation {
             return Poll::Ready(Some(Err(BodyError::Superseded)));
         }
-        if this.next_kept < st.kept.len() {
-            let data = st.kept[this.next_kept].clone();
-            this.next_kept += 1;
-            this.kept_left = this.kept_left.saturating_sub(data.len());
+        if let Some(rest) = st.kept.get(st.replayed..).filter(|r| !r.is_empty()) {
+            let data = Bytes::copy_from_slice(rest);
+            st.replayed = st.kept.len();
+            if st.capped {
+                // The source is gone: this was the copy's last use.
+                st.release();
+            }
             return Poll::Ready(Some(Ok(Frame::data(data))));
         }
         if st.ended {
@@ -211,7 +241,7 @@ where
 
     fn is_end_stream(&self) -> bool {
         let st = lock(&self.state);
-        if st.generation != self.generation || self.next_kept < st.kept.len() {
+        if st.generation != self.generation || st.replayed < st.kept.len() {
             return false;
         }
         match &st.live {
@@ -229,7 +259,11 @@ where
             Some(live) => live.size_hint(),
             None => SizeHint::with_exact(0),
         };
-        let extra = self.kept_left as u64;
+        let extra = if st.generation == self.generation {
+            st.kept.len().saturating_sub(st.replayed) as u64
+        } else {
+            0
+        };
         let mut hint = SizeHint::new();
         hint.set_lower(live.lower().saturating_add(extra));
         if let Some(upper) = live.upper() {
@@ -377,6 +411,72 @@ mod tests {
         ));
         assert!(!source.is_replayable());
         assert!(source.try_replay().is_none());
+    }
+
+    #[tokio::test]
+    async fn the_kept_copy_does_not_pin_the_buffers_frames_were_read_from() {
+        // hyper hands each frame out as a slice of its read buffer: a client
+        // that sends its body one byte per read would otherwise make 64 KiB
+        // of kept frames hold 64 Ki read buffers (8 KiB or more each).
+        let (tx, mut first, source) = fed();
+        let read_buffers: Vec<Bytes> = (0..64).map(|_| Bytes::from(vec![b'z'; 8192])).collect();
+        for buf in &read_buffers {
+            tx.send(Ok(Frame::data(buf.slice(0..1)))).expect("feed");
+        }
+        for _ in &read_buffers {
+            assert_eq!(next_data(&mut first).await, "z");
+        }
+        for (i, buf) in read_buffers.iter().enumerate() {
+            assert!(
+                buf.is_unique(),
+                "read buffer {i} is still referenced by the kept copy"
+            );
+        }
+        drop(tx);
+        assert!(first.frame().await.is_none());
+        let again = source.try_replay().expect("64 bytes are kept");
+        assert_eq!(
+            again.collect().await.expect("body").to_bytes(),
+            "z".repeat(64)
+        );
+    }
+
+    #[tokio::test]
+    async fn the_kept_copy_is_released_once_no_retry_can_follow() {
+        let (tx, mut first, source) = fed();
+        send(&tx, b"a streaming upload on a route with retries");
+        next_data(&mut first).await;
+        assert!(!lock(&first.state).kept.is_empty());
+        // The attempt loop is over (a response came): no retry will ask for
+        // the copy, while the body may stream on for a long time.
+        drop(source);
+        assert_eq!(lock(&first.state).kept.capacity(), 0, "copy still held");
+        send(&tx, b" goes on");
+        assert_eq!(next_data(&mut first).await, " goes on");
+        assert_eq!(
+            lock(&first.state).kept.capacity(),
+            0,
+            "nothing kept any more"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_retry_still_replaying_when_the_attempt_loop_ends_sends_the_whole_body() {
+        // A gRPC bidi upstream answers the retry's headers before it read
+        // the replayed bytes: the loop ends, the body must still be whole.
+        let (tx, mut first, source) = fed();
+        send(&tx, b"one,");
+        send(&tx, b"two,");
+        next_data(&mut first).await;
+        next_data(&mut first).await;
+        let retry = source.try_replay().expect("replayable");
+        drop(source);
+        send(&tx, b"three");
+        drop(tx);
+        assert_eq!(
+            retry.collect().await.expect("body").to_bytes(),
+            "one,two,three"
+        );
     }
 
     #[tokio::test(start_paused = true)]
