@@ -81,7 +81,7 @@ pub struct AccessLog {
 
 impl Record {
     /// What this record holds in memory, estimated cheaply: its own size,
-    /// the path and every captured header value (copied, see
+    /// the method, the path and every captured header value (copied, see
     /// [`Record::capture`]), and the strings it owns.
     pub fn estimated_size(&self) -> u64 {
         let headers: usize = self
@@ -89,7 +89,9 @@ impl Record {
             .iter()
             .map(|h| std::mem::size_of::<Option<HeaderValue>>() + h.as_ref().map_or(0, |v| v.len()))
             .sum();
-        let strings = self.path.capacity()
+        // An extension method is a heap copy as long as the client made it.
+        let strings = self.method.as_str().len()
+            + self.path.capacity()
             + self.trace_id.as_ref().map_or(0, String::capacity)
             + self.peer_identity.as_ref().map_or(0, String::capacity);
         (std::mem::size_of::<Record>() + headers + strings) as u64
@@ -342,6 +344,20 @@ mod tests {
             100 - queued
         );
         assert_eq!(log.dropped.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn a_long_extension_method_counts_against_the_budget() {
+        // A method is any token: hyper takes one as long as the request
+        // head may be, and the record holds its own copy of it.
+        let ua = HeaderValue::from_static("curl");
+        let mut rec = record(&ua);
+        rec.method = http::Method::from_bytes("M".repeat(50 * 1024).as_bytes()).expect("method");
+        assert!(
+            rec.estimated_size() > 50 * 1024,
+            "a 50 KiB method is estimated at {} bytes",
+            rec.estimated_size()
+        );
     }
 
     #[test]
