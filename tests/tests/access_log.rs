@@ -735,3 +735,52 @@ fn parses_rfc3339_and_envoy_lines() {
     assert_eq!(f[9], "curl/7.88.1");
     assert_eq!(f[13], "-");
 }
+
+/// An upstream's own `x-mesh-error` is not this proxy's flag: an app (or a
+/// compromised one) cannot make its answers pass for this proxy's local
+/// replies (a denial, a dead upstream) in the access log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_x_mesh_error_is_not_logged_as_this_proxys_flag() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let upstream = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = upstream.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = upstream.accept().await {
+            tokio::spawn(async move {
+                let (mut buf, mut head) = ([0u8; 4096], Vec::new());
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let forged =
+                    b"HTTP/1.1 403 Forbidden\r\nx-mesh-error: UAEX\r\ncontent-length: 0\r\n\r\n";
+                let _ = s.write_all(forged).await;
+            });
+        }
+    });
+    let port = free_port();
+    let cfg = ConfigBuilder::new()
+        .http_listener("main", port, vec![route_prefix("/", "app")])
+        .cluster("app", &[addr])
+        .set(
+            "access_log",
+            json!([{"path": "access.json", "format": "json"}]),
+        );
+    let proxy = ProxyProcess::start_and_wait(&cfg.build(), &[], &[port])
+        .await
+        .expect("proxy starts");
+    let sent = send(
+        &format!("http://127.0.0.1:{port}/x"),
+        &["-H", "x-request-id: forged-1"],
+    )
+    .await;
+    assert_eq!(sent.status, 403, "{sent:?}");
+    let path = proxy.dir().join("access.json");
+    let line = wait_line("access.json", "forged-1", || read(&path)).await;
+    let v: Value = serde_json::from_str(&line).expect("a JSON line");
+    assert_eq!(v["response_flags"], "-", "{v}");
+}

@@ -27,6 +27,11 @@ impl Noted {
             detail: e.to_string(),
         }
     }
+
+    /// The SPEC response flag of the reply.
+    pub(super) fn flag(&self) -> &'static str {
+        self.flag
+    }
 }
 
 /// The listener limit a failure is a rejection by, if any.

@@ -150,19 +150,24 @@ pub async fn handle(
         .observe
         .as_ref()
         .map(|o| o.begin(&req, down.peer, &ctx.listener, down.peer_identity.clone()));
-    let mut resp = match proxy(&ctx, &down, req, &uri, exchange.as_deref_mut()).await {
-        Ok(mut resp) => {
-            if let Some(noted) = resp.extensions_mut().remove::<local::Noted>() {
+    // The flag is this proxy's only when it answered itself: an upstream's
+    // own `x-mesh-error` (another hop's, or forged) is passed on, not logged.
+    let (mut resp, flag) = match proxy(&ctx, &down, req, &uri, exchange.as_deref_mut()).await {
+        Ok(mut resp) => match resp.extensions_mut().remove::<local::Noted>() {
+            Some(noted) => {
+                let flag = noted.flag();
                 local::record(&ctx, noted, resp.status(), &method, &uri);
+                (resp, Some(flag))
             }
-            resp
-        }
+            None => (resp, None),
+        },
         Err(e) => {
             tracing::debug!(listener = %ctx.listener, error = %e, flag = e.flag(), "local reply");
             let noted = local::Noted::of(&e);
+            let flag = noted.flag();
             let resp = e.into_response();
             local::record(&ctx, noted, resp.status(), &method, &uri);
-            resp
+            (resp, Some(flag))
         }
     };
     resp.headers_mut().insert(X_REQUEST_ID.clone(), request_id);
@@ -172,10 +177,6 @@ pub async fn handle(
     let class = (resp.status().as_u16() / 100).clamp(1, 5) as usize - 1;
     ctx.stats.downstream_rq_class[class].fetch_add(1, Ordering::Relaxed);
     if let Some(x) = exchange.as_mut() {
-        let flag = resp
-            .headers()
-            .get(&X_MESH_ERROR)
-            .map(|f| static_flag(f.as_bytes()));
         x.respond(resp.status().as_u16(), flag);
     }
     if !is_http2 && down.draining.load(Ordering::Relaxed) {
@@ -183,19 +184,6 @@ pub async fn handle(
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
     resp.map(|b| ObservedBody::new(b, exchange))
-}
-
-/// The SPEC response flag a local reply carried, as the static string the
-/// access log keeps.
-fn static_flag(value: &[u8]) -> &'static str {
-    const FLAGS: [&str; 11] = [
-        "NR", "UAEX", "RL", "UH", "UF", "UO", "UR", "UPE", "UT", "DPE", "DR",
-    ];
-    FLAGS
-        .iter()
-        .find(|f| f.as_bytes() == value)
-        .copied()
-        .unwrap_or("-")
 }
 
 /// Checks the header section against the listener limits (HTTP/2 has no
