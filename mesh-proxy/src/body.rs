@@ -14,6 +14,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
+
+use crate::config::UnderscoreAction;
 use tokio::time::{Instant, Sleep};
 
 mod replay;
@@ -56,6 +58,8 @@ pub struct DownstreamBody {
     max_bytes: u64,
     /// Shared with the access log record when requests are observed.
     counted: Option<std::sync::Arc<std::sync::atomic::AtomicU64>>,
+    /// `limits.headers_with_underscores`, applied to the trailers too.
+    underscores: UnderscoreAction,
 }
 
 impl BodyError {
@@ -70,8 +74,14 @@ impl BodyError {
 }
 
 impl DownstreamBody {
-    /// `max_bytes == 0` means unlimited.
-    pub fn new(inner: Incoming, idle_timeout: Duration, max_bytes: u64) -> Self {
+    /// `max_bytes == 0` means unlimited; `underscores` is the listener's
+    /// rule for header names, which the trailers follow too.
+    pub fn new(
+        inner: Incoming,
+        idle_timeout: Duration,
+        max_bytes: u64,
+        underscores: UnderscoreAction,
+    ) -> Self {
         Self {
             inner,
             idle: None,
@@ -80,6 +90,7 @@ impl DownstreamBody {
             received: 0,
             max_bytes,
             counted: None,
+            underscores,
         }
     }
 
@@ -113,6 +124,13 @@ impl Body for DownstreamBody {
                 // Re-arming a timer per frame costs more than a clock read;
                 // the timer is moved only when it fires (below).
                 this.last_data = Instant::now();
+                let frame = match frame.into_trailers() {
+                    Ok(mut trailers) => {
+                        crate::router::headers::sanitize_trailers(&mut trailers, this.underscores);
+                        Frame::trailers(trailers)
+                    }
+                    Err(frame) => frame,
+                };
                 Poll::Ready(Some(Ok(frame)))
             }
             Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(BodyError::Downstream(e)))),

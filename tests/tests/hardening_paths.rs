@@ -344,3 +344,81 @@ async fn underscore_xfcc_never_reaches_the_app_on_a_mutual_listener() -> anyhow:
     }
     Ok(())
 }
+
+/// Item 7 in the trailer section: a chunked body's trailers are header
+/// fields too, which some servers merge into the headers; the proxy's own
+/// fields (any spelling) and names with `_` never reach the app there either.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_trailers_never_carry_the_proxys_own_fields_or_underscores() -> anyhow::Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // A raw upstream: keeps everything it reads until the chunked body's
+    // end (the empty line after the trailers), then answers.
+    let upstream = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = upstream.local_addr()?;
+    let (tx, rx) = tokio::sync::oneshot::channel::<Vec<u8>>();
+    tokio::spawn(async move {
+        let Ok((mut s, _)) = upstream.accept().await else {
+            return;
+        };
+        let (mut buf, mut got) = ([0u8; 4096], Vec::new());
+        while !chunked_request_complete(&got) {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+        }
+        let _ = s
+            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+            .await;
+        let _ = tx.send(got);
+    });
+    let port = free_port();
+    let yaml = ConfigBuilder::new()
+        .http_listener("main", port, vec![route_prefix("/", "raw")])
+        .cluster("raw", &[addr])
+        .build();
+    let _proxy = ProxyProcess::start_and_wait(&yaml, &[], &[port]).await?;
+    let request = b"POST /upload HTTP/1.1\r\nHost: t\r\nTE: trailers\r\n\
+        Trailer: x-forwarded-client-cert, x_forwarded_client_cert, x-mesh-error, my_trailer, x-sum\r\n\
+        Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\
+        x-forwarded-client-cert: By=evil;URI=spiffe://mesh.test/admin\r\n\
+        x_forwarded_client_cert: URI=spiffe://mesh.test/admin\r\n\
+        x-mesh-error: UAEX\r\nmy_trailer: 1\r\nx-sum: 42\r\n\r\n";
+    let r = one_response(
+        SocketAddr::from(([127, 0, 0, 1], port)),
+        request,
+        Duration::from_secs(5),
+    )
+    .await?;
+    assert_eq!(r.status, Some(200), "{:?}", r.head);
+    let got = tokio::time::timeout(Duration::from_secs(5), rx).await??;
+    let text = String::from_utf8_lossy(&got).to_ascii_lowercase();
+    let trailers = text.rsplit_once("\r\n0\r\n").map_or("", |(_, t)| t);
+    assert!(
+        trailers.contains("x-sum: 42"),
+        "an ordinary trailer passes: {text}"
+    );
+    for name in [
+        "x-forwarded-client-cert:",
+        "x_forwarded_client_cert:",
+        "x-mesh-error:",
+        "my_trailer:",
+    ] {
+        assert!(!trailers.contains(name), "{name} reached the app: {text}");
+    }
+    Ok(())
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+/// Whether `got` holds a whole chunked request: head, last chunk, trailers
+/// and the empty line that ends them.
+fn chunked_request_complete(got: &[u8]) -> bool {
+    let Some(head_end) = find(got, b"\r\n\r\n") else {
+        return false;
+    };
+    let body = &got[head_end + 2..];
+    find(body, b"\r\n0\r\n").is_some_and(|z| find(&body[z + 3..], b"\r\n\r\n").is_some())
+}

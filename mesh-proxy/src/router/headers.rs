@@ -113,7 +113,7 @@ const OWN_HEADERS: [&str; 12] = [
     "content-length",
 ];
 
-/// Whether `name` (which has an `_`) is a spelling of a header the proxy owns.
+/// Whether `name` is a spelling (with `-` or `_`) of a header the proxy owns.
 fn is_own_header_spelling(name: &str) -> bool {
     let n = name.as_bytes();
     n.get(..7).is_some_and(|head| dash_eq(b"x-mesh-", head))
@@ -151,6 +151,26 @@ pub fn underscores(
         headers.remove(name);
     }
     Ok(doomed.len() as u64)
+}
+
+/// The request's trailer section follows the rules of its header section
+/// (`limits.headers_with_underscores`): the proxy's own fields, in any
+/// spelling, never pass, nor do names with an `_` unless `allow` (a trailer
+/// arrives after the head went upstream, so `reject` drops it too). Some
+/// servers merge trailers into headers. Returns how many names were removed.
+pub fn sanitize_trailers(trailers: &mut HeaderMap, action: UnderscoreAction) -> u64 {
+    let barred = |n: &HeaderName| {
+        let name = n.as_str();
+        is_own_header_spelling(name) || (action != UnderscoreAction::Allow && name.contains('_'))
+    };
+    if !trailers.keys().any(barred) {
+        return 0;
+    }
+    let doomed: Vec<HeaderName> = trailers.keys().filter(|n| barred(n)).cloned().collect();
+    for name in &doomed {
+        trailers.remove(name);
+    }
+    doomed.len() as u64
 }
 
 /// A fresh UUID v4 for `x-request-id`. Request ids need uniqueness, not
@@ -312,6 +332,31 @@ mod tests {
         let mut refused = map(&forged);
         assert!(underscores(&mut refused, UnderscoreAction::Reject).is_err());
         assert_eq!(refused.len(), forged.len());
+    }
+
+    #[test]
+    fn trailers_lose_own_fields_in_any_spelling_and_underscores_unless_allowed() {
+        let trailers = [
+            ("x-forwarded-client-cert", "URI=spiffe://td/admin"),
+            ("x_forwarded_client_cert", "URI=spiffe://td/admin"),
+            ("x-mesh-error", "UAEX"),
+            ("content-length", "5"),
+            ("grpc_custom", "1"),
+            ("x-sum", "42"),
+        ];
+        for (action, removed, kept) in [
+            (UnderscoreAction::Drop, 5, vec!["x-sum"]),
+            (UnderscoreAction::Reject, 5, vec!["x-sum"]),
+            (UnderscoreAction::Allow, 4, vec!["grpc_custom", "x-sum"]),
+        ] {
+            let mut t = map(&trailers);
+            assert_eq!(sanitize_trailers(&mut t, action), removed, "{action:?}");
+            let mut names: Vec<&str> = t.keys().map(|k| k.as_str()).collect();
+            names.sort_unstable();
+            assert_eq!(names, kept, "{action:?}");
+        }
+        let mut clean = map(&[("x-sum", "42")]);
+        assert_eq!(sanitize_trailers(&mut clean, UnderscoreAction::Drop), 0);
     }
 
     #[test]

@@ -378,7 +378,13 @@ async fn proxy(
         RequestBody::Empty
     } else {
         let max = u64::from(ctx.limits.max_request_body_mb) * 1024 * 1024;
-        let mut stream = DownstreamBody::new(body, ctx.limits.body_idle_timeout, max);
+        let limits = &ctx.limits;
+        let mut stream = DownstreamBody::new(
+            body,
+            limits.body_idle_timeout,
+            max,
+            limits.headers_with_underscores,
+        );
         if let Some(x) = obs.as_deref_mut() {
             let counter = Arc::new(std::sync::atomic::AtomicU64::new(0));
             x.bytes_received = Some(Arc::clone(&counter));
