@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use mesh_ca::Ca;
-use mesh_ca::server::{CaServer, ServerOptions};
+use mesh_ca::server::{CaServer, ServerError, ServerOptions};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -53,6 +53,12 @@ enum Cmd {
         /// A request body must arrive within this, else 408 and close.
         #[arg(long, value_parser = humantime::parse_duration, default_value = "10s")]
         body_timeout: Duration,
+        /// Where the ids of used join tokens are kept (the file used-tokens),
+        /// so a token stays spent across restarts; default: the --ca-dir.
+        /// Give a writable, persistent directory when the CA directory is
+        /// mounted read-only (a Kubernetes Secret, a `:ro` volume).
+        #[arg(long, value_name = "DIR")]
+        state_dir: Option<PathBuf>,
     },
 }
 
@@ -84,6 +90,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         ips,
         max_connections,
         body_timeout,
+        state_dir,
     } = cli.cmd;
     mesh_ca::server::check_key_is_private(&ca_dir)?;
     let ca = Ca::load(&ca_dir)
@@ -112,7 +119,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         max_ttl,
         max_connections: max_connections.max(1),
         body_timeout,
-        state_dir: Some(ca_dir),
+        state_dir: Some(state_dir.unwrap_or(ca_dir)),
         ..ServerOptions::new(dns_names, all_ips)
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -120,7 +127,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     runtime.block_on(async move {
-        let server = CaServer::bind(ca, listen, opts).await?;
+        let server = CaServer::bind(ca, listen, opts).await.map_err(|e| match e {
+            ServerError::UsedTokens(e) => anyhow::anyhow!(
+                "{e}: join tokens are single use, so the CA must record them; give a writable directory with --state-dir"
+            ),
+            e => e.into(),
+        })?;
         tracing::info!(address = %server.local_addr()?, "mesh-ca serving");
         tokio::select! {
             _ = server.run() => {}

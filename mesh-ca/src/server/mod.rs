@@ -105,20 +105,52 @@ pub(crate) struct State {
 /// Refuses a CA key (`<dir>/ca.key`) that group or others can read or
 /// write: whoever reads it can mint any identity of the mesh.
 pub fn check_key_is_private(ca_dir: &Path) -> Result<(), ServerError> {
-    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
     let path = ca_dir.join(crate::CA_KEY_FILE);
     let meta = std::fs::metadata(&path).map_err(|source| ServerError::KeyMetadata {
         path: path.display().to_string(),
         source,
     })?;
     let mode = meta.permissions().mode() & 0o777;
-    if mode & 0o077 != 0 {
+    let owner = KeyOwner {
+        file_uid: meta.uid(),
+        file_gid: meta.gid(),
+        uid: rustix::process::geteuid().as_raw(),
+        gid: rustix::process::getegid().as_raw(),
+    };
+    if !key_mode_is_private(mode, owner) {
         return Err(ServerError::KeyNotPrivate {
             path: path.display().to_string(),
             mode,
         });
     }
     Ok(())
+}
+
+/// Who owns the key file and who runs the CA.
+#[derive(Debug, Clone, Copy)]
+struct KeyOwner {
+    file_uid: u32,
+    file_gid: u32,
+    uid: u32,
+    gid: u32,
+}
+
+/// Whether a key of `mode` is private: nothing for others, and nothing
+/// for the group, except one shape: a key the CA can read only through its
+/// own group (owned by another user, group-read only, the group being the
+/// CA's). That is how Kubernetes mounts a Secret for a non-root container
+/// (owner root, group `fsGroup`, group-readable whatever `defaultMode`
+/// says), and the group is the pod's own.
+fn key_mode_is_private(mode: u32, o: KeyOwner) -> bool {
+    if mode & 0o007 != 0 {
+        return false;
+    }
+    match mode & 0o070 {
+        0 => true,
+        0o040 => o.file_uid != o.uid && o.file_gid == o.gid,
+        _ => false,
+    }
 }
 
 /// A bound, ready CA server.
@@ -255,5 +287,42 @@ fn recheck_resumed(
             .verify_client_cert(leaf, intermediates, UnixTime::now())
             .map(|_| ()),
         None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod key_mode_tests {
+    use super::{KeyOwner, key_mode_is_private};
+
+    const ME: KeyOwner = KeyOwner {
+        file_uid: 10001,
+        file_gid: 10001,
+        uid: 10001,
+        gid: 10001,
+    };
+
+    #[test]
+    fn only_the_owner_may_read_a_key_of_its_own() {
+        assert!(key_mode_is_private(0o600, ME));
+        assert!(key_mode_is_private(0o400, ME));
+        for mode in [0o640, 0o604, 0o644, 0o660, 0o440, 0o444, 0o606] {
+            assert!(!key_mode_is_private(mode, ME), "{mode:03o}");
+        }
+    }
+
+    #[test]
+    fn a_secret_readable_through_the_cas_own_group_is_private() {
+        // A Kubernetes Secret under fsGroup: root-owned, group = the pod's.
+        let secret = KeyOwner { file_uid: 0, ..ME };
+        assert!(key_mode_is_private(0o440, secret));
+        assert!(key_mode_is_private(0o640, secret));
+        // Never others, never group write, never another group.
+        assert!(!key_mode_is_private(0o444, secret));
+        assert!(!key_mode_is_private(0o460, secret));
+        let other_group = KeyOwner {
+            file_gid: 0,
+            ..secret
+        };
+        assert!(!key_mode_is_private(0o440, other_group));
     }
 }
