@@ -2,87 +2,15 @@
 //! and a proxy that obtains and renews its identity from the CA.
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use mesh_tests::{
-    ConfigBuilder, LedgerUpstream, ProxyProcess, bin_path, curl, free_port, route_prefix,
-};
+use mesh_tests::{ConfigBuilder, LedgerUpstream, ProxyProcess, curl, free_port, route_prefix};
 use serde_json::json;
 
-/// A `mesh-ca serve` child, stopped by PID on drop.
-struct CaProcess(Child);
+mod ca_common;
 
-impl Drop for CaProcess {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn mesh_cli(args: &[&str]) -> std::process::Output {
-    Command::new(bin_path("mesh-cli").expect("mesh-cli"))
-        .args(args)
-        .output()
-        .expect("mesh-cli runs")
-}
-
-async fn start_ca(dir: &Path, port: u16, extra: &[&str]) -> CaProcess {
-    let ca_dir = dir.join("ca");
-    let child = Command::new(bin_path("mesh-ca").expect("mesh-ca"))
-        .args([
-            "serve",
-            "--ca-dir",
-            ca_dir.to_str().expect("utf8"),
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-        ])
-        .args(extra)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("mesh-ca starts");
-    let ca = CaProcess(child);
-    let up =
-        mesh_tests::wait_until_async(Duration::from_secs(10), Duration::from_millis(20), || {
-            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-        })
-        .await;
-    assert!(up, "mesh-ca did not start listening");
-    ca
-}
-
-fn init_ca(dir: &Path) {
-    let out = mesh_cli(&[
-        "ca",
-        "init",
-        "--trust-domain",
-        "mesh.test",
-        "--out",
-        dir.join("ca").to_str().expect("utf8"),
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-fn token(dir: &Path, service: &str, file: &str) {
-    let out = mesh_cli(&[
-        "token",
-        "create",
-        service,
-        "--ca-dir",
-        dir.join("ca").to_str().expect("utf8"),
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    std::fs::write(dir.join(file), &out.stdout).expect("token file");
-}
+use ca_common::{create_token as token, init_ca, mesh_cli, start_ca};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ca_server_signs_only_the_tokens_identity_and_serves_its_bundle() {

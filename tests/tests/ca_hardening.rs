@@ -5,7 +5,7 @@
 
 use std::io::{Read, Write};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use mesh_ca::testing::TestPki;
@@ -13,71 +13,9 @@ use mesh_tests::{ConfigBuilder, ProxyProcess, bin_path, curl, free_port, route_p
 use serde_json::json;
 use tokio::io::AsyncWriteExt;
 
-/// A child process (mesh-ca, openssl), stopped by PID on drop.
-struct Proc(Child);
+mod ca_common;
 
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn mesh_cli(args: &[&str]) -> std::process::Output {
-    Command::new(bin_path("mesh-cli").expect("mesh-cli"))
-        .args(args)
-        .output()
-        .expect("mesh-cli runs")
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().expect("utf8 path")
-}
-
-async fn wait_port(port: u16) {
-    let up =
-        mesh_tests::wait_until_async(Duration::from_secs(10), Duration::from_millis(20), || {
-            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-        })
-        .await;
-    assert!(up, "nothing listens on {port}");
-}
-
-/// `mesh-cli ca init` into `dir/ca`.
-fn init_ca(dir: &Path) {
-    let out = mesh_cli(&[
-        "ca",
-        "init",
-        "--trust-domain",
-        "mesh.test",
-        "--out",
-        s(&dir.join("ca")),
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-async fn start_ca(dir: &Path, port: u16, extra: &[&str]) -> Proc {
-    let child = Command::new(bin_path("mesh-ca").expect("mesh-ca"))
-        .args([
-            "serve",
-            "--ca-dir",
-            s(&dir.join("ca")),
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-        ])
-        .args(extra)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("mesh-ca starts");
-    let ca = Proc(child);
-    wait_port(port).await;
-    ca
-}
+use ca_common::{Proc, create_token, init_ca, mesh_cli, s, start_ca, wait_port};
 
 fn issue_online(
     dir: &Path,
@@ -98,16 +36,6 @@ fn issue_online(
         "--out",
         s(&dir.join(out)),
     ])
-}
-
-fn create_token(dir: &Path, service: &str, file: &str) {
-    let out = mesh_cli(&["token", "create", service, "--ca-dir", s(&dir.join("ca"))]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    std::fs::write(dir.join(file), &out.stdout).expect("token file");
 }
 
 /// `POST /v1/sign` by curl with `token` and a CSR for `id`; (status, body).
