@@ -95,8 +95,10 @@ where
         (first, ReplaySource { state })
     }
 
+    /// Reads the live body for the reading handle (`trailers_sent` is its
+    /// own flag: the state is borrowed from the handle too).
     fn poll_live(
-        &mut self,
+        trailers_sent: &mut bool,
         st: &mut State<B>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
@@ -113,7 +115,7 @@ where
             Poll::Ready(None) => {
                 st.live = None;
                 st.ended = true;
-                self.trailers_sent = true;
+                *trailers_sent = true;
                 return Poll::Ready(None);
             }
             Poll::Ready(Some(Err(e))) => {
@@ -138,7 +140,7 @@ where
             st.trailers = Some(t.clone());
             st.live = None;
             st.ended = true;
-            self.trailers_sent = true;
+            *trailers_sent = true;
         }
         Poll::Ready(Some(Ok(frame)))
     }
@@ -215,8 +217,7 @@ where
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         let this = self.get_mut();
-        let state = Arc::clone(&this.state);
-        let mut st = lock(&state);
+        let mut st = lock(&this.state);
         if st.generation != this.generation {
             return Poll::Ready(Some(Err(BodyError::Superseded)));
         }
@@ -236,7 +237,7 @@ where
             this.trailers_sent = true;
             return Poll::Ready(st.trailers.clone().map(|t| Ok(Frame::trailers(t))));
         }
-        this.poll_live(&mut st, cx)
+        Self::poll_live(&mut this.trailers_sent, &mut st, cx)
     }
 
     fn is_end_stream(&self) -> bool {
