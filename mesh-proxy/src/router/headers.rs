@@ -139,18 +139,9 @@ pub fn underscores(
     if action == UnderscoreAction::Reject {
         return Err(super::ProxyError::UnderscoreHeader);
     }
-    let doomed: Vec<HeaderName> = headers
-        .keys()
-        .filter(|n| {
-            n.as_str().contains('_')
-                && (action == UnderscoreAction::Drop || is_own_header_spelling(n.as_str()))
-        })
-        .cloned()
-        .collect();
-    for name in &doomed {
-        headers.remove(name);
-    }
-    Ok(doomed.len() as u64)
+    Ok(remove_where(headers, |name| {
+        name.contains('_') && (action == UnderscoreAction::Drop || is_own_header_spelling(name))
+    }))
 }
 
 /// The request's trailer section follows the rules of its header section
@@ -159,16 +150,24 @@ pub fn underscores(
 /// arrives after the head went upstream, so `reject` drops it too). Some
 /// servers merge trailers into headers. Returns how many names were removed.
 pub fn sanitize_trailers(trailers: &mut HeaderMap, action: UnderscoreAction) -> u64 {
-    let barred = |n: &HeaderName| {
-        let name = n.as_str();
+    remove_where(trailers, |name| {
         is_own_header_spelling(name) || (action != UnderscoreAction::Allow && name.contains('_'))
-    };
-    if !trailers.keys().any(barred) {
+    })
+}
+
+/// Removes every field whose name `barred` says so; returns how many names
+/// went. Allocates only when one does.
+fn remove_where(headers: &mut HeaderMap, barred: impl Fn(&str) -> bool) -> u64 {
+    if !headers.keys().any(|n| barred(n.as_str())) {
         return 0;
     }
-    let doomed: Vec<HeaderName> = trailers.keys().filter(|n| barred(n)).cloned().collect();
+    let doomed: Vec<HeaderName> = headers
+        .keys()
+        .filter(|n| barred(n.as_str()))
+        .cloned()
+        .collect();
     for name in &doomed {
-        trailers.remove(name);
+        headers.remove(name);
     }
     doomed.len() as u64
 }
