@@ -27,6 +27,11 @@ fn write(dir: &Path, name: &str, data: &str) -> PathBuf {
     p
 }
 
+/// The proxy's `identity:` from server.crt, server.key and ca.crt in `dir`.
+fn server_identity(dir: &Path) -> serde_json::Value {
+    json!({"cert": dir.join("server.crt"), "key": dir.join("server.key"), "trust_bundle": dir.join("ca.crt")})
+}
+
 /// A certificate for CLIENT valid for [`SHORT_TTL`], written as
 /// client.crt / client.key; returns its expiry.
 fn short_lived(ca: &Ca, dir: &Path) -> OffsetDateTime {
@@ -162,16 +167,12 @@ async fn proxy_case(tcp: bool) {
     let dir = tempfile::tempdir().expect("tempdir");
     let d = dir.path();
     let pki = TestPki::new(TD);
-    let server = pki.leaf("server");
-    write(d, "server.crt", &server.chain_pem);
-    write(d, "server.key", &server.key_pem);
-    write(d, "ca.crt", &pki.bundle_pem());
+    pki.write(d, "server", &pki.leaf("server"));
     let not_after = short_lived(pki.ca(), d);
     let ledger = LedgerUpstream::start().await.expect("ledger");
     let port = free_port();
     let tls = json!({"tls": {"mode": "mutual", "allow": [CLIENT]}});
-    let cfg = ConfigBuilder::new()
-        .set("identity", json!({"cert": d.join("server.crt"), "key": d.join("server.key"), "trust_bundle": d.join("ca.crt")}));
+    let cfg = ConfigBuilder::new().set("identity", server_identity(d));
     let cfg = if tcp {
         cfg.tcp_listener_with("ingress", port, "app", tls)
     } else {
@@ -267,22 +268,23 @@ async fn a_session_of_a_removed_root_cannot_resume() {
     let d = dir.path();
     let pki = TestPki::new(TD);
     // The proxy's own certificate is from the root that stays.
-    let server = pki.other_ca_leaf("server");
-    write(d, "server.crt", &server.chain_pem);
-    write(d, "server.key", &server.key_pem);
+    pki.write(d, "server", &pki.other_ca_leaf("server"));
+    pki.write(d, "client", &pki.leaf(CLIENT));
     write(
         d,
         "ca.crt",
         &format!("{}{}", pki.bundle_pem(), pki.other_bundle_pem()),
     );
-    let client = pki.leaf(CLIENT);
-    write(d, "client.crt", &client.chain_pem);
-    write(d, "client.key", &client.key_pem);
     let ledger = LedgerUpstream::start().await.expect("ledger");
     let port = free_port();
     let cfg = ConfigBuilder::new()
-        .set("identity", json!({"cert": d.join("server.crt"), "key": d.join("server.key"), "trust_bundle": d.join("ca.crt")}))
-        .http_listener_with("ingress", port, vec![route_prefix("/", "app")], json!({"tls": {"mode": "mutual", "allow": [CLIENT]}}))
+        .set("identity", server_identity(d))
+        .http_listener_with(
+            "ingress",
+            port,
+            vec![route_prefix("/", "app")],
+            json!({"tls": {"mode": "mutual", "allow": [CLIENT]}}),
+        )
         .cluster("app", &[ledger.addr()]);
     let proxy = ProxyProcess::start_and_wait(&cfg.build(), &[], &[port])
         .await
@@ -327,20 +329,20 @@ async fn a_session_of_an_identity_removed_from_allow_gets_no_answer_from_the_app
     let dir = tempfile::tempdir().expect("tempdir");
     let d = dir.path();
     let pki = TestPki::new(TD);
-    let server = pki.leaf("server");
-    write(d, "server.crt", &server.chain_pem);
-    write(d, "server.key", &server.key_pem);
-    write(d, "ca.crt", &pki.bundle_pem());
-    let client = pki.leaf(CLIENT);
-    write(d, "client.crt", &client.chain_pem);
-    write(d, "client.key", &client.key_pem);
+    pki.write(d, "server", &pki.leaf("server"));
+    pki.write(d, "client", &pki.leaf(CLIENT));
     let ledger = LedgerUpstream::start().await.expect("ledger");
     let (port, admin) = (free_port(), free_port());
     let config = |allow: &str| {
         ConfigBuilder::new()
             .admin(admin)
-            .set("identity", json!({"cert": d.join("server.crt"), "key": d.join("server.key"), "trust_bundle": d.join("ca.crt")}))
-            .http_listener_with("ingress", port, vec![route_prefix("/", "app")], json!({"tls": {"mode": "mutual", "allow": [allow]}}))
+            .set("identity", server_identity(d))
+            .http_listener_with(
+                "ingress",
+                port,
+                vec![route_prefix("/", "app")],
+                json!({"tls": {"mode": "mutual", "allow": [allow]}}),
+            )
             .cluster("app", &[ledger.addr()])
             .build()
     };
