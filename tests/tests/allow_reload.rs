@@ -53,6 +53,34 @@ fn config(
         .build()
 }
 
+/// A test CA with the proxy's identity (server.crt, server.key and the
+/// bundle ca.crt written into `dir`) and the certificates of web and api.
+fn write_pki(dir: &Path) -> (TestPki, TestCert, TestCert) {
+    let pki = TestPki::new(TD);
+    pki.write(
+        dir,
+        "server",
+        &pki.leaf_with_sans(SERVER, &["svc.mesh.test"], &[]),
+    );
+    let (web, api) = (pki.leaf(WEB), pki.leaf(API));
+    (pki, web, api)
+}
+
+/// The proxy of [`config`], allowing web and api.
+async fn start_allowing_both(
+    dir: &Path,
+    ports: (u16, u16, u16),
+    upstreams: (&str, &str),
+) -> ProxyProcess {
+    ProxyProcess::start_and_wait(
+        &config(dir, ports, upstreams, &[WEB, API], "60s"),
+        &[],
+        &[ports.0, ports.1, ports.2],
+    )
+    .await
+    .expect("proxy starts")
+}
+
 /// A TCP echo server: every connection gets its bytes back.
 async fn echo_server() -> std::net::SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind echo");
@@ -184,25 +212,12 @@ async fn stat(admin: u16, name: &str) -> u64 {
 async fn reload_removing_an_identity_from_allow_applies_to_open_connections() {
     let dir = tempfile::tempdir().expect("tempdir");
     let d = dir.path();
-    let pki = TestPki::new(TD);
-    // Writes server.crt, server.key and the bundle, ca.crt.
-    pki.write(
-        d,
-        "server",
-        &pki.leaf_with_sans(SERVER, &["svc.mesh.test"], &[]),
-    );
-    let (web, api) = (pki.leaf(WEB), pki.leaf(API));
+    let (pki, web, api) = write_pki(d);
     let ledger = LedgerUpstream::start().await.expect("ledger");
     let echo = echo_server().await;
     let ports = (free_port(), free_port(), free_port());
     let (app, echo) = (ledger.addr().to_string(), echo.to_string());
-    let proxy = ProxyProcess::start_and_wait(
-        &config(d, ports, (&app, &echo), &[WEB, API], "60s"),
-        &[],
-        &[ports.0, ports.1, ports.2],
-    )
-    .await
-    .expect("proxy starts");
+    let proxy = start_allowing_both(d, ports, (&app, &echo)).await;
 
     let (mut web1, mut web2, mut api2) = (
         h1(ports.0, &pki, &web).await,
@@ -355,23 +370,11 @@ async fn upgraded(port: u16, pki: &TestPki, cert: &TestCert) -> TlsStream<TcpStr
 async fn reload_removing_an_identity_closes_its_upgraded_tunnels() {
     let dir = tempfile::tempdir().expect("tempdir");
     let d = dir.path();
-    let pki = TestPki::new(TD);
-    pki.write(
-        d,
-        "server",
-        &pki.leaf_with_sans(SERVER, &["svc.mesh.test"], &[]),
-    );
-    let (web, api) = (pki.leaf(WEB), pki.leaf(API));
+    let (pki, web, api) = write_pki(d);
     let (ws, echo) = (upgrade_echo_upstream().await, echo_server().await);
     let ports = (free_port(), free_port(), free_port());
     let (ws, echo) = (ws.to_string(), echo.to_string());
-    let proxy = ProxyProcess::start_and_wait(
-        &config(d, ports, (&ws, &echo), &[WEB, API], "60s"),
-        &[],
-        &[ports.0, ports.1, ports.2],
-    )
-    .await
-    .expect("proxy starts");
+    let proxy = start_allowing_both(d, ports, (&ws, &echo)).await;
     let mut web_ws = upgraded(ports.0, &pki, &web).await;
     let mut api_ws = upgraded(ports.0, &pki, &api).await;
     assert!(echoes(&mut web_ws).await, "web's tunnel before");
