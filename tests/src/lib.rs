@@ -10,6 +10,7 @@ pub mod demo;
 pub mod fault;
 pub mod ledger;
 pub mod process;
+pub mod upgrade;
 mod wire;
 
 pub use client::{
@@ -27,3 +28,4 @@ pub use process::{
     ProxyBuilder, ProxyProcess, RefusingPort, RunOutput, bin_path, free_port, refusing_port,
     run_validate,
 };
+pub use upgrade::{upgrade, upgrade_echo_upstream};

@@ -311,55 +311,10 @@ async fn reload(proxy: &ProxyProcess, admin: u16, yaml: &str, n: u64) {
     assert_eq!(stat(admin, "server.config_reload_failed").await, 0);
 }
 
-/// A raw upstream that accepts WebSocket-style upgrades (101) and then
-/// echoes bytes.
-async fn upgrade_echo_upstream() -> std::net::SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let mut head = Vec::new();
-                let mut b = [0u8; 1];
-                while !head.ends_with(b"\r\n\r\n") {
-                    if !matches!(s.read(&mut b).await, Ok(1)) {
-                        return;
-                    }
-                    head.push(b[0]);
-                }
-                let switch = b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n";
-                if s.write_all(switch).await.is_err() {
-                    return;
-                }
-                let (mut r, mut w) = s.split();
-                let _ = tokio::io::copy(&mut r, &mut w).await;
-            });
-        }
-    });
-    addr
-}
-
 /// An mTLS connection as `cert`, upgraded to a WebSocket through the proxy.
 async fn upgraded(port: u16, pki: &TestPki, cert: &TestCert) -> TlsStream<TcpStream> {
     let mut s = connect(port, pki, cert, b"http/1.1").await;
-    s.write_all(b"GET /chat HTTP/1.1\r\nHost: svc.mesh.test\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
-        .await
-        .expect("write upgrade");
-    let mut head = Vec::new();
-    let mut b = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        let n = tokio::time::timeout(DEADLINE, s.read(&mut b))
-            .await
-            .expect("101 in time")
-            .expect("read 101");
-        assert_eq!(n, 1, "closed before the 101: {head:?}");
-        head.push(b[0]);
-    }
-    assert!(
-        head.starts_with(b"HTTP/1.1 101"),
-        "{}",
-        String::from_utf8_lossy(&head)
-    );
+    mesh_tests::upgrade(&mut s).await;
     s
 }
 
@@ -371,7 +326,10 @@ async fn reload_removing_an_identity_closes_its_upgraded_tunnels() {
     let dir = tempfile::tempdir().expect("tempdir");
     let d = dir.path();
     let (pki, web, api) = write_pki(d);
-    let (ws, echo) = (upgrade_echo_upstream().await, echo_server().await);
+    let (ws, echo) = (
+        mesh_tests::upgrade_echo_upstream().await,
+        echo_server().await,
+    );
     let ports = (free_port(), free_port(), free_port());
     let (ws, echo) = (ws.to_string(), echo.to_string());
     let proxy = start_allowing_both(d, ports, (&ws, &echo)).await;

@@ -39,54 +39,10 @@ async fn read_until_close(stream: &mut TcpStream, limit: Duration) -> (Vec<u8>, 
     }
 }
 
-/// A raw upstream that accepts one WebSocket-style upgrade and echoes bytes.
-async fn upgrade_echo_upstream() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move {
-        let (mut s, _) = listener.accept().await.expect("accept");
-        let mut head = Vec::new();
-        let mut b = [0u8; 1];
-        while !head.ends_with(b"\r\n\r\n") {
-            if s.read(&mut b).await.expect("read") == 0 {
-                return;
-            }
-            head.push(b[0]);
-        }
-        let text = String::from_utf8_lossy(&head).to_ascii_lowercase();
-        assert!(text.contains("upgrade: websocket"), "{text}");
-        s.write_all(b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n").await.expect("write");
-        let mut buf = [0u8; 1024];
-        loop {
-            let n = s.read(&mut buf).await.unwrap_or(0);
-            if n == 0 || s.write_all(&buf[..n]).await.is_err() {
-                return;
-            }
-        }
-    });
-    addr
-}
-
 /// A connection through the proxy on `port`, upgraded to a WebSocket.
 async fn upgraded(port: u16) -> TcpStream {
     let mut s = TcpStream::connect(local(port)).await.expect("connect");
-    s.write_all(b"GET /chat HTTP/1.1\r\nHost: t\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
-        .await
-        .expect("write");
-    let mut head = Vec::new();
-    let mut b = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        assert_eq!(
-            s.read(&mut b).await.expect("read"),
-            1,
-            "closed early: {}",
-            String::from_utf8_lossy(&head)
-        );
-        head.push(b[0]);
-    }
-    let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
-    assert!(head.starts_with("http/1.1 101"), "{head}");
-    assert!(head.contains("upgrade: websocket"), "{head}");
+    mesh_tests::upgrade(&mut s).await;
     s
 }
 
@@ -105,7 +61,7 @@ async fn echo(s: &mut TcpStream, msg: &[u8]) {
 /// is closed at about 2 s (by 4.5 s at the latest), not held forever.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_upgraded_tunnel_honours_the_idle_timeout() {
-    let up = upgrade_echo_upstream().await;
+    let up = mesh_tests::upgrade_echo_upstream().await;
     let port = free_port();
     let cfg = ConfigBuilder::new()
         .limits(json!({ "idle_timeout": "2s", "stream_idle_timeout": "2s" }))
@@ -131,7 +87,7 @@ async fn an_upgraded_tunnel_honours_the_idle_timeout() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn websocket_upgrade_is_proxied_both_ways() {
-    let up = upgrade_echo_upstream().await;
+    let up = mesh_tests::upgrade_echo_upstream().await;
     let port = free_port();
     let cfg = ConfigBuilder::new()
         .http_listener("main", port, vec![route_prefix("/", "ws")])
