@@ -130,6 +130,20 @@ async fn a_request_still_open_keeps_its_connection_unparked() {
     assert_eq!(parked(&server), 0);
 }
 
+/// Sends a request on `client`: it must be answered 200 with
+/// `Connection: close`, and the connection then end.
+async fn answered_then_closed(client: &mut DuplexStream) {
+    client
+        .write_all(b"GET /b HTTP/1.1\r\nHost: t\r\n\r\n")
+        .await
+        .expect("write");
+    let mut got = Vec::new();
+    client.read_to_end(&mut got).await.expect("read");
+    let text = String::from_utf8_lossy(&got).to_ascii_lowercase();
+    assert!(text.starts_with("http/1.1 200 ok\r\n"), "{text:?}");
+    assert!(text.contains("\r\nconnection: close\r\n"), "{text}");
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_parked_connection_woken_during_a_drain_is_answered_then_closed() {
     let server = server();
@@ -138,15 +152,7 @@ async fn a_parked_connection_woken_during_a_drain_is_answered_then_closed() {
     // A request already on its way when the drain began is answered,
     // with `Connection: close`, and the connection then ends.
     tokio::time::sleep(DRAIN_QUIET / 10).await;
-    client
-        .write_all(b"GET /b HTTP/1.1\r\nHost: t\r\n\r\n")
-        .await
-        .expect("write");
-    let mut got = Vec::new();
-    client.read_to_end(&mut got).await.expect("read");
-    let text = String::from_utf8_lossy(&got).to_ascii_lowercase();
-    assert!(text.starts_with("http/1.1 200 ok\r\n"), "{text}");
-    assert!(text.contains("\r\nconnection: close\r\n"), "{text}");
+    answered_then_closed(&mut client).await;
 }
 
 #[tokio::test(start_paused = true)]
@@ -172,15 +178,7 @@ async fn a_connection_quiet_before_the_drain_still_answers_a_request_sent_just_a
     tokio::time::sleep(DRAIN_QUIET * 3).await;
     drain.start();
     tokio::time::sleep(Duration::from_millis(5)).await;
-    client
-        .write_all(b"GET /b HTTP/1.1\r\nHost: t\r\n\r\n")
-        .await
-        .expect("write");
-    let mut got = Vec::new();
-    client.read_to_end(&mut got).await.expect("read");
-    let text = String::from_utf8_lossy(&got).to_ascii_lowercase();
-    assert!(text.starts_with("http/1.1 200 ok\r\n"), "{text:?}");
-    assert!(text.contains("\r\nconnection: close\r\n"), "{text}");
+    answered_then_closed(&mut client).await;
 }
 
 /// A request that crosses the close (sent after the drain grace ran out)
