@@ -170,7 +170,7 @@ fn route(r: &RouteSpec) -> Value {
     if let Some(h) = &r.host_rewrite {
         out["host_rewrite"] = json!(String::from_utf8_lossy(h.as_bytes()));
     }
-    if let Some(rl) = &r.rate_limit {
+    if let Some(rl) = &r.policies.rate_limit {
         out["rate_limit"] =
             json!({ "requests_per_second": rl.requests_per_second, "burst": rl.burst });
     }

@@ -15,9 +15,9 @@ mod error;
 mod introspect;
 pub mod model;
 mod parse;
-mod raw;
+pub(crate) mod raw;
 mod suggest;
-mod validate;
+pub(crate) mod validate;
 
 #[cfg(test)]
 mod tests;

@@ -102,7 +102,8 @@ pub struct RouteSpec {
     pub host_rewrite: Option<HeaderValue>,
     pub request_headers: HeaderMutations,
     pub response_headers: HeaderMutations,
-    pub rate_limit: Option<RateLimitSpec>,
+    /// The per-route policy stages' config.
+    pub policies: crate::policy::RoutePolicies,
 }
 
 #[derive(Debug, Clone, Default)]

@@ -13,7 +13,7 @@ use http::{HeaderMap, HeaderValue, Method, StatusCode};
 
 use crate::cluster::Cluster;
 use crate::config::{HeaderMutations, HostMatch, PathMatch, RouteAction, RouteMatch, RouteSpec};
-use crate::resilience::{RateLimiter, RetryPolicy};
+use crate::resilience::RetryPolicy;
 
 use super::normalize::{self, TargetError};
 
@@ -60,7 +60,8 @@ pub struct Route {
     pub host_rewrite: Option<HeaderValue>,
     pub request_headers: HeaderMutations,
     pub response_headers: HeaderMutations,
-    pub rate_limit: Option<RateLimiter>,
+    /// The per-route policy stages (rate limit, fault, …).
+    pub policies: crate::policy::Policies,
 }
 
 impl Route {
@@ -145,7 +146,7 @@ impl RouteTable {
                 host_rewrite: spec.host_rewrite.clone(),
                 request_headers: spec.request_headers.clone(),
                 response_headers: spec.response_headers.clone(),
-                rate_limit: spec.rate_limit.map(RateLimiter::new),
+                policies: crate::policy::Policies::build(&spec.policies),
             });
         }
         Ok(Self { routes })
@@ -182,7 +183,7 @@ mod tests {
             host_rewrite: None,
             request_headers: HeaderMutations::default(),
             response_headers: HeaderMutations::default(),
-            rate_limit: None,
+            policies: Default::default(),
         }
     }
 

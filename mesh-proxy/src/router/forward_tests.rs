@@ -1,0 +1,1 @@
+//! The retry loop against a scripted fake upstream, under paused time.
