@@ -47,7 +47,12 @@ impl Fake {
     }
 
     fn sent_to(&self) -> Vec<SocketAddr> {
-        self.sent.lock().unwrap().iter().map(|s| s.0).collect()
+        self.sent
+            .lock()
+            .expect("lock")
+            .iter()
+            .map(|s| s.0)
+            .collect()
     }
 
     fn count(&self, counter: &std::sync::atomic::AtomicU64) -> u64 {
@@ -89,15 +94,15 @@ impl Upstream for Fake {
         let step = self
             .script
             .lock()
-            .unwrap()
+            .expect("lock")
             .pop_front()
             .expect("an attempt beyond the script");
         self.sent
             .lock()
-            .unwrap()
+            .expect("lock")
             .push((*endpoint, req.method().clone(), Instant::now()));
         match step {
-            Step::Answer(code) => Ok(Response::builder().status(code).body(()).unwrap()),
+            Step::Answer(code) => Ok(Response::builder().status(code).body(()).expect("response")),
             Step::Fail(kind, unsent) => {
                 let mut error = UpstreamError::overflow(*endpoint, "scripted");
                 error.kind = kind;
@@ -111,7 +116,7 @@ impl Upstream for Fake {
     }
 
     fn record(&self, _endpoint: &SocketAddr, outcome: &Classified) {
-        self.recorded.lock().unwrap().push(outcome.outcome);
+        self.recorded.lock().expect("lock").push(outcome.outcome);
         super::super::upstream::record_stats(&self.stats, outcome);
     }
 }
@@ -149,7 +154,7 @@ fn request(method: Method) -> (Parts, RequestBody) {
         .method(method)
         .uri("/x")
         .body(())
-        .unwrap()
+        .expect("request")
         .into_parts();
     (parts, RequestBody::Empty)
 }
@@ -201,7 +206,7 @@ async fn each_condition_is_retried_on_another_endpoint() {
         assert_eq!(fake.count(&fake.stats.upstream_rq_retry), 1);
         assert_eq!(fake.count(&fake.stats.upstream_rq_total), 2);
         assert_eq!(
-            fake.recorded.lock().unwrap().len(),
+            fake.recorded.lock().expect("lock").len(),
             2,
             "every attempt is recorded"
         );
@@ -238,7 +243,7 @@ async fn attempts_stop_at_the_policy_count_with_the_last_answer() {
     let f = run(Some(&p), &fake, Method::GET).await;
     assert_eq!((status(&f), f.attempts), (Some(503), 3));
     assert_eq!(fake.count(&fake.stats.upstream_rq_class[4]), 3);
-    assert!(fake.script.lock().unwrap().is_empty());
+    assert!(fake.script.lock().expect("lock").is_empty());
 }
 
 #[tokio::test(start_paused = true)]
@@ -250,7 +255,7 @@ async fn a_hung_attempt_ends_at_the_per_try_timeout_and_is_retried() {
     let f = run(Some(&p), &fake, Method::GET).await;
     assert_eq!((status(&f), f.attempts), (Some(200), 2));
     assert_eq!(f.retries, [Outcome::PerTryTimeout]);
-    let second = fake.sent.lock().unwrap()[1].2;
+    let second = fake.sent.lock().expect("lock")[1].2;
     let waited = second - start;
     assert!(
         waited >= Duration::from_millis(100),
@@ -312,7 +317,13 @@ async fn backoff_between_tries_stays_within_its_exponential_ceiling() {
         let p = policy(all(), 3);
         let f = run(Some(&p), &fake, Method::GET).await;
         assert_eq!((status(&f), f.attempts), (Some(200), 4));
-        let at: Vec<Instant> = fake.sent.lock().unwrap().iter().map(|s| s.2).collect();
+        let at: Vec<Instant> = fake
+            .sent
+            .lock()
+            .expect("lock")
+            .iter()
+            .map(|s| s.2)
+            .collect();
         for (i, ceiling) in [25u64, 50, 100].into_iter().enumerate() {
             let gap = at[i + 1] - at[i];
             assert!(
@@ -346,7 +357,7 @@ async fn a_non_idempotent_request_is_resent_only_when_nothing_reached_the_upstre
     let methods: Vec<Method> = fake
         .sent
         .lock()
-        .unwrap()
+        .expect("lock")
         .iter()
         .map(|s| s.1.clone())
         .collect();
