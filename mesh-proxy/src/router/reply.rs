@@ -123,13 +123,7 @@ impl ProxyError {
             ProxyError::Timeout(_) => F::UpstreamTimeout,
             ProxyError::Policy(p) => p.flag,
             ProxyError::Upstream(e) if e.body_error.is_some() => F::DownstreamProtocolError,
-            ProxyError::Upstream(e) => match e.kind {
-                UpstreamErrorKind::NoHealthyEndpoint => F::NoHealthyUpstream,
-                UpstreamErrorKind::ConnectFailure => F::UpstreamConnectFailure,
-                UpstreamErrorKind::Overflow => F::UpstreamOverflow,
-                UpstreamErrorKind::Reset | UpstreamErrorKind::RefusedStream => F::UpstreamReset,
-                UpstreamErrorKind::Protocol => F::UpstreamProtocolError,
-            },
+            ProxyError::Upstream(e) => super::classify::kind_flag(e.kind),
         }
     }
 
