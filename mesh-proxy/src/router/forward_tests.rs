@@ -10,7 +10,7 @@ use tokio::time::Instant;
 
 use super::*;
 use crate::cluster::UpstreamErrorKind;
-use crate::config::{BackoffSpec, RetryBudgetSpec, RetryOn, RetrySpec};
+use crate::config::{RetryBudgetSpec, RetryOn};
 
 /// What the fake upstream does with one attempt.
 #[derive(Debug, Clone, Copy)]
@@ -122,21 +122,9 @@ impl Upstream for Fake {
 }
 
 fn policy(on: RetryOn, attempts: u32) -> RetryPolicy {
-    RetryPolicy::new(RetrySpec {
-        attempts,
-        on,
-        retriable_status_codes: vec![StatusCode::CONFLICT],
-        per_try_timeout: None,
-        backoff: BackoffSpec {
-            base: Duration::from_millis(25),
-            max: Duration::from_millis(250),
-        },
-        budget: RetryBudgetSpec {
-            ratio: 0.2,
-            min_per_second: 10,
-        },
-        methods: vec![Method::GET, Method::PUT],
-    })
+    let mut p = crate::resilience::retry::test_policy(on, &[409]);
+    p.spec.attempts = attempts;
+    p
 }
 
 fn all() -> RetryOn {
