@@ -229,12 +229,15 @@ impl Cluster {
                     .iter()
                     .find(|e| e.host.parse::<std::net::IpAddr>().is_err())
                     .map_or(spec.name.as_str(), |e| e.host.as_str());
-                Some(crate::identity::client::UpstreamTls::new(
-                    tls,
-                    identity,
-                    Some(spec.protocol),
-                    default_name,
-                )?)
+                Some(
+                    crate::identity::client::UpstreamTls::new(
+                        tls,
+                        identity,
+                        Some(spec.protocol),
+                        default_name,
+                    )
+                    .map_err(|e| e.to_string())?,
+                )
             }
             None => None,
         };
