@@ -12,6 +12,7 @@ pub mod app;
 pub mod body;
 pub mod cluster;
 pub mod config;
+mod file_watch;
 pub mod health;
 pub mod identity;
 pub mod listener;

@@ -6,7 +6,7 @@ mod build;
 mod reload;
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,6 +17,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::cluster::Cluster;
 use crate::config::{Config, IdentitySpec};
+use crate::file_watch::FileWatch;
 use crate::identity::IdentityStore;
 use crate::identity::server::TlsServer;
 use crate::listener::{self, BoundListener, Drain};
@@ -242,7 +243,13 @@ pub async fn serve(
     let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     let mut hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
     let mut usr1 = signal(SignalKind::user_defined1()).context("installing the SIGUSR1 handler")?;
-    let mut watch = opts.config_path.as_deref().map(FileWatch::new);
+    let mut watch = opts.config_path.as_ref().map(|path| {
+        FileWatch::new(
+            vec![path.clone()],
+            Duration::from_secs(1),
+            Duration::from_millis(200),
+        )
+    });
     loop {
         tokio::select! {
             _ = term.recv() => break,
@@ -282,43 +289,12 @@ pub async fn serve(
     Ok(())
 }
 
-/// Notices a changed config file (by device, inode, size and mtime, polled
-/// each second: sees editors' renames and Kubernetes symlink swaps alike).
-struct FileWatch {
-    path: PathBuf,
-    last: Option<(u64, u64, u64, Option<std::time::SystemTime>)>,
-}
-
-impl FileWatch {
-    fn new(path: &Path) -> Self {
-        Self {
-            path: path.to_owned(),
-            last: stamp(path),
-        }
-    }
-}
-
-fn stamp(path: &Path) -> Option<(u64, u64, u64, Option<std::time::SystemTime>)> {
-    use std::os::unix::fs::MetadataExt;
-    std::fs::metadata(path)
-        .ok()
-        .map(|m| (m.dev(), m.ino(), m.len(), m.modified().ok()))
-}
-
-/// Resolves when the watched file changed (never without a file).
+/// Resolves when the config file changed and is there to be read (never
+/// without a file). Polled each second, and acted on once the new stamp
+/// held for 200 ms, to let a writer finish.
 async fn changed(watch: &mut Option<FileWatch>) {
     let Some(w) = watch.as_mut() else {
         return std::future::pending().await;
     };
-    loop {
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        let now = stamp(&w.path);
-        if now != w.last && now.is_some() {
-            // Let a writer finish: act on a stamp that held for a moment.
-            tokio::time::sleep(Duration::from_millis(200)).await;
-            let settled = stamp(&w.path);
-            w.last = settled;
-            return;
-        }
-    }
+    while !w.changed().await {}
 }
