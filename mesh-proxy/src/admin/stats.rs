@@ -237,10 +237,7 @@ impl Stats {
         let set = c.endpoints();
         let endpoints = &set.endpoints;
         let healthy = endpoints.iter().filter(|e| e.is_available()).count();
-        let ejected = endpoints
-            .iter()
-            .filter(|e| e.ejected.load(Ordering::Relaxed))
-            .count();
+        let ejected = endpoints.iter().filter(|e| e.health().is_ejected()).count();
         let membership = [
             (
                 "membership_healthy",

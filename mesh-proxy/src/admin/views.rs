@@ -9,23 +9,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde_json::{Value, json};
 
 use crate::app::Runtime;
-use crate::cluster::{Cluster, Endpoint};
+use crate::cluster::Cluster;
 use crate::config::{Discovery, IdentitySpec, LbPolicy, ListenerKind, TlsMode, UpstreamProtocol};
-
-/// Envoy's spelling: `healthy`, or the failed checks.
-fn health_flags(e: &Endpoint) -> String {
-    let mut flags = String::new();
-    if !e.healthy.load(Ordering::Relaxed) {
-        flags.push_str("/failed_active_hc");
-    }
-    if e.ejected.load(Ordering::Relaxed) {
-        flags.push_str("/failed_outlier_check");
-    }
-    if flags.is_empty() {
-        flags.push_str("healthy");
-    }
-    flags
-}
 
 fn lb_name(lb: LbPolicy) -> &'static str {
     match lb {
@@ -67,11 +52,12 @@ pub(super) fn clusters_text(rt: &Runtime) -> String {
         ));
         for e in &c.endpoints().endpoints {
             let a = e.addr;
+            let health = e.health().snapshot();
             out.push_str(&format!(
                 "{n}::{a}::rq_active::{}\n{n}::{a}::health_flags::{}\n{n}::{a}::outlier_ejections::{}\n",
                 e.active_requests.load(Ordering::Relaxed),
-                health_flags(e),
-                e.ejections.load(Ordering::Relaxed)
+                health.flags(),
+                health.ejections
             ));
         }
     }
@@ -86,15 +72,16 @@ fn cluster_json(c: &Cluster) -> Value {
         .endpoints
         .iter()
         .map(|e| {
+            let health = e.health().snapshot();
             json!({
                 "address": e.addr.to_string(),
-                "health_flags": health_flags(e),
-                "healthy": e.healthy.load(Ordering::Relaxed),
-                "ejected": e.ejected.load(Ordering::Relaxed),
-                "available": e.is_available(),
+                "health_flags": health.flags(),
+                "healthy": health.healthy,
+                "ejected": health.ejected,
+                "available": health.is_available(),
                 "rq_active": e.active_requests.load(Ordering::Relaxed),
-                "outlier_ejections": e.ejections.load(Ordering::Relaxed),
-                "consecutive_5xx": e.consecutive_5xx.load(Ordering::Relaxed),
+                "outlier_ejections": health.ejections,
+                "consecutive_5xx": health.consecutive_5xx,
             })
         })
         .collect();
