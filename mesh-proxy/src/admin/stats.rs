@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde_json::{Value, json};
 
-use crate::app::Runtime;
+use super::AdminHandle;
 use crate::cluster::Cluster;
 use crate::identity::server::FailReason;
 use crate::router::HttpStats;
@@ -64,8 +64,8 @@ impl Stats {
         });
     }
 
-    /// Walks the runtime. `is_live` is the admin's view of readiness.
-    pub(super) fn collect(rt: &Runtime, is_live: bool) -> Self {
+    /// Walks the running proxy. `is_live` is the admin's view of readiness.
+    pub(super) fn collect(rt: &AdminHandle, is_live: bool) -> Self {
         let mut out = Stats {
             samples: Vec::new(),
             histograms: Vec::new(),
@@ -291,7 +291,7 @@ impl Stats {
         });
     }
 
-    fn server(&mut self, rt: &Runtime, is_live: bool) {
+    fn server(&mut self, rt: &AdminHandle, is_live: bool) {
         let uptime = rt.started_at.elapsed().map_or(0, |d| int(d.as_secs()));
         let rows = [
             ("server.live", "server_live", i64::from(is_live)),

@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Value, json};
 
-use crate::app::Runtime;
+use super::AdminHandle;
 use crate::cluster::Cluster;
 use crate::config::{Discovery, IdentitySpec, LbPolicy, ListenerKind, TlsMode, UpstreamProtocol};
 
@@ -35,7 +35,7 @@ fn tls_mode(m: TlsMode) -> &'static str {
 }
 
 /// `/clusters` as Envoy prints it: `cluster::endpoint::stat::value`.
-pub(super) fn clusters_text(rt: &Runtime) -> String {
+pub(super) fn clusters_text(rt: &AdminHandle) -> String {
     let mut out = String::new();
     for c in &rt.topology().clusters {
         let n = c.name();
@@ -106,7 +106,7 @@ fn cluster_json(c: &Cluster) -> Value {
     })
 }
 
-pub(super) fn clusters_json(rt: &Runtime) -> Value {
+pub(super) fn clusters_json(rt: &AdminHandle) -> Value {
     let clusters: Vec<Value> = rt
         .topology()
         .clusters
@@ -117,7 +117,7 @@ pub(super) fn clusters_json(rt: &Runtime) -> Value {
 }
 
 /// `/listeners`: `name::address` lines, or JSON with protocol and TLS mode.
-pub(super) fn listeners_text(rt: &Runtime) -> String {
+pub(super) fn listeners_text(rt: &AdminHandle) -> String {
     rt.topology()
         .listeners
         .iter()
@@ -125,7 +125,7 @@ pub(super) fn listeners_text(rt: &Runtime) -> String {
         .collect()
 }
 
-pub(super) fn listeners_json(rt: &Runtime) -> Value {
+pub(super) fn listeners_json(rt: &AdminHandle) -> Value {
     let topo = rt.topology();
     let listeners: Vec<Value> = topo
         .listeners
@@ -165,7 +165,7 @@ fn rfc3339(unix_secs: i64) -> String {
 
 /// `/certs`: this workload's certificate as metadata; an empty list
 /// without an identity.
-pub(super) fn certs_json(rt: &Runtime) -> Value {
+pub(super) fn certs_json(rt: &AdminHandle) -> Value {
     let Some(id) = rt.identity.as_ref().and_then(|s| s.current()) else {
         return json!({ "certificates": [] });
     };
@@ -199,7 +199,7 @@ pub(super) fn certs_json(rt: &Runtime) -> Value {
 }
 
 /// `/local_replies`: the last local replies of every listener, newest first.
-pub(super) fn local_replies_json(rt: &Runtime) -> Value {
+pub(super) fn local_replies_json(rt: &AdminHandle) -> Value {
     let mut all: Vec<_> = rt
         .topology()
         .listeners

@@ -9,7 +9,8 @@ use arc_swap::ArcSwap;
 use opentelemetry::trace::SpanKind;
 use tokio_util::task::TaskTracker;
 
-use super::{ListenerInfo, Running};
+use super::Running;
+use crate::admin::ListenerInfo;
 use crate::cluster::Cluster;
 use crate::config::{ClusterSpec, Config, ListenerKind, ListenerSpec, TlsMode};
 use crate::identity::IdentityStore;

@@ -5,7 +5,6 @@
 mod build;
 mod reload;
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,12 +14,10 @@ use arc_swap::ArcSwap;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::task::TaskTracker;
 
-use crate::cluster::Cluster;
+use crate::admin::{AdminHandle, ListenerInfo, Topology};
 use crate::config::{Config, IdentitySpec};
 use crate::identity::IdentityStore;
-use crate::identity::server::TlsServer;
 use crate::listener::{self, BoundListener, Drain};
-use crate::router::HttpContext;
 use crate::telemetry::access_log::AccessLog;
 use crate::telemetry::trace::Tracing;
 
@@ -73,25 +70,6 @@ pub fn load_identity(config: &Config) -> anyhow::Result<Option<Arc<IdentityStore
     }
 }
 
-/// A listener as it runs: what the admin API lists and reads stats from.
-#[derive(Clone)]
-pub struct ListenerInfo {
-    pub name: String,
-    pub address: SocketAddr,
-    /// The HTTP listener's context (routes, limits, stats); `None` for TCP.
-    pub http: Option<Arc<HttpContext>>,
-    /// The TLS side (handshake failure counters); `None` without `tls:`.
-    pub tls: Option<Arc<TlsServer>>,
-}
-
-/// The current listeners and clusters with the config they came from;
-/// swapped as a whole by a reload.
-pub struct Topology {
-    pub config: Arc<Config>,
-    pub listeners: Vec<ListenerInfo>,
-    pub clusters: Vec<Arc<Cluster>>,
-}
-
 /// A listener that is accepting, and how to stop it.
 struct Running {
     spec: crate::config::ListenerSpec,
@@ -108,10 +86,11 @@ struct RunningSet {
     clusters: build::ClusterMap,
 }
 
-/// Everything a running proxy is made of. The admin API reads it; it
-/// mutates only through explicit handles (`drain`, `reload`).
+/// Everything a running proxy is made of. The admin API reads it through
+/// an [`AdminHandle`]; it mutates only through explicit handles (`drain`,
+/// `reload`).
 pub struct Runtime {
-    topology: ArcSwap<Topology>,
+    topology: Arc<ArcSwap<Topology>>,
     running: tokio::sync::Mutex<RunningSet>,
     /// This workload's certificate, when it has one.
     pub identity: Option<Arc<IdentityStore>>,
@@ -120,7 +99,7 @@ pub struct Runtime {
     pub tracker: TaskTracker,
     pub started_at: std::time::SystemTime,
     /// `server.config_reload_total` / `_failed`, bumped by reloads.
-    pub reloads: crate::telemetry::metrics::ReloadCounters,
+    pub reloads: Arc<crate::telemetry::metrics::ReloadCounters>,
     /// Span export, when tracing is configured (flushed at exit).
     pub tracing: Option<Arc<Tracing>>,
     /// The access logs, when configured (reopened on SIGUSR1).
@@ -134,7 +113,35 @@ impl Runtime {
     }
 
     fn publish(&self, config: Arc<Config>, running: &RunningSet) {
-        self.topology.store(Arc::new(Topology::of(config, running)));
+        self.topology.store(Arc::new(topology_of(config, running)));
+    }
+
+    /// What the admin API reads: the same snapshots and counters.
+    pub fn admin_handle(&self) -> AdminHandle {
+        AdminHandle {
+            topology: Arc::clone(&self.topology),
+            identity: self.identity.clone(),
+            drain: self.drain.clone(),
+            started_at: self.started_at,
+            reloads: Arc::clone(&self.reloads),
+            tracing: self.tracing.clone(),
+            access_log: self.access_log.clone(),
+        }
+    }
+}
+
+/// The admin's view of `running`, with the config it came from.
+fn topology_of(config: Arc<Config>, running: &RunningSet) -> Topology {
+    let mut clusters: Vec<_> = running
+        .clusters
+        .values()
+        .map(|(_, c)| Arc::clone(c))
+        .collect();
+    clusters.sort_by(|a, b| a.name().cmp(b.name()));
+    Topology {
+        config,
+        listeners: running.listeners.iter().map(|r| r.info.clone()).collect(),
+        clusters,
     }
 }
 
@@ -211,7 +218,7 @@ pub fn start(
     };
     let config = Arc::new(config.clone());
     Ok(Runtime {
-        topology: ArcSwap::from_pointee(Topology::of(config, &running)),
+        topology: Arc::new(ArcSwap::from_pointee(topology_of(config, &running))),
         running: tokio::sync::Mutex::new(running),
         identity,
         drain: trigger,
@@ -235,7 +242,7 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     let runtime = Arc::new(start(&config, bound, identity)?);
     if let Some(admin) = opts.admin {
-        admin.spawn(Arc::clone(&runtime));
+        admin.spawn(runtime.admin_handle());
     }
     tracing::info!(node = %config.node.name, "mesh-proxy started");
     let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;

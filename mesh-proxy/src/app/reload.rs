@@ -27,7 +27,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use super::build::{self, ClusterMap, Prepared, Shared, same};
-use super::{Running, RunningSet, Runtime, Topology};
+use super::{Running, RunningSet, Runtime};
 use crate::config::{Config, ListenerKind, ListenerSpec, TlsMode};
 use crate::listener::BoundListener;
 use crate::router::RouteTable;
@@ -232,22 +232,6 @@ fn warn_restart_only(old: &Config, new: &Config) {
     ] {
         if changed {
             tracing::warn!("config reload: {what} changed; it takes effect after a restart");
-        }
-    }
-}
-
-impl Topology {
-    pub(super) fn of(config: Arc<Config>, running: &super::RunningSet) -> Self {
-        let mut clusters: Vec<_> = running
-            .clusters
-            .values()
-            .map(|(_, c)| Arc::clone(c))
-            .collect();
-        clusters.sort_by(|a, b| a.name().cmp(b.name()));
-        Self {
-            config,
-            listeners: running.listeners.iter().map(|r| r.info.clone()).collect(),
-            clusters,
         }
     }
 }
