@@ -3,15 +3,15 @@
 //! reloads the config on SIGHUP or when its file changes (`reload`).
 
 mod build;
+mod error;
 mod reload;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context;
 use arc_swap::ArcSwap;
-use tokio::signal::unix::{SignalKind, signal};
+use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio_util::task::TaskTracker;
 
 use crate::admin::{AdminHandle, ListenerInfo, Topology};
@@ -21,7 +21,8 @@ use crate::listener::{self, BoundListener, Drain};
 use crate::telemetry::access_log::AccessLog;
 use crate::telemetry::trace::Tracing;
 
-pub use reload::reload;
+pub use error::AppError;
+pub use reload::{reload, reload_file};
 
 pub struct ServeOptions {
     pub drain_time: Duration,
@@ -33,17 +34,16 @@ pub struct ServeOptions {
 }
 
 /// Binds every listener; fails (binding nothing else) if any cannot be bound.
-pub fn bind_all(config: &Config) -> anyhow::Result<Vec<BoundListener>> {
+pub fn bind_all(config: &Config) -> Result<Vec<BoundListener>, AppError> {
     config
         .listeners
         .iter()
         .enumerate()
         .map(|(i, spec)| {
-            BoundListener::bind(spec).with_context(|| {
-                format!(
-                    "listeners[{i}] ({}): cannot bind {}",
-                    spec.name, spec.address
-                )
+            BoundListener::bind(spec).map_err(|source| AppError::Bind {
+                listener: format!("listeners[{i}] ({})", spec.name),
+                address: spec.address,
+                source,
             })
         })
         .collect()
@@ -52,7 +52,7 @@ pub fn bind_all(config: &Config) -> anyhow::Result<Vec<BoundListener>> {
 /// Loads this workload's identity, checking the files (readable, key
 /// matching the certificate, a valid SVID trusted by the bundle) before any
 /// socket is bound. `None` without an `identity` section.
-pub fn load_identity(config: &Config) -> anyhow::Result<Option<Arc<IdentityStore>>> {
+pub fn load_identity(config: &Config) -> Result<Option<Arc<IdentityStore>>, AppError> {
     match &config.identity {
         None => Ok(None),
         Some(IdentitySpec::Files {
@@ -61,7 +61,7 @@ pub fn load_identity(config: &Config) -> anyhow::Result<Option<Arc<IdentityStore
             trust_bundle,
         }) => {
             let identity =
-                crate::identity::load_files(cert, key, trust_bundle).context("identity")?;
+                crate::identity::load_files(cert, key, trust_bundle).map_err(AppError::Identity)?;
             Ok(Some(IdentityStore::new(Some(identity))))
         }
         // Obtained in the background once serving: until then handshakes
@@ -150,7 +150,7 @@ pub fn start(
     config: &Config,
     bound: Vec<BoundListener>,
     identity: Option<Arc<IdentityStore>>,
-) -> anyhow::Result<Runtime> {
+) -> Result<Runtime, AppError> {
     match (&identity, &config.identity) {
         (
             Some(store),
@@ -191,11 +191,14 @@ pub fn start(
     let clusters = build::clusters(config, &identity, &build::ClusterMap::new())?;
     let tracing = match &config.tracing {
         Some(spec) => Tracing::init(spec, &config.node.service)
-            .context("tracing")?
+            .map_err(|e| AppError::Tracing {
+                reason: format!("{e:#}"),
+            })?
             .map(Arc::new),
         None => None,
     };
-    let access_log = AccessLog::start(&config.access_log).map_err(anyhow::Error::msg)?;
+    let access_log =
+        AccessLog::start(&config.access_log).map_err(|reason| AppError::AccessLog { reason })?;
     let (trigger, drain) = Drain::new();
     let tracker = TaskTracker::new();
     let shared = build::Shared {
@@ -210,7 +213,7 @@ pub fn start(
         .iter()
         .zip(bound)
         .map(|(spec, bound)| build::prepare(spec, bound, &clusters, &shared))
-        .collect::<anyhow::Result<Vec<_>>>()?;
+        .collect::<Result<Vec<_>, _>>()?;
     let listeners = prepared.into_iter().map(|p| p.start(&shared)).collect();
     let running = RunningSet {
         listeners,
@@ -239,16 +242,16 @@ pub async fn serve(
     bound: Vec<BoundListener>,
     identity: Option<Arc<IdentityStore>>,
     opts: ServeOptions,
-) -> anyhow::Result<()> {
+) -> Result<(), AppError> {
     let runtime = Arc::new(start(&config, bound, identity)?);
     if let Some(admin) = opts.admin {
         admin.spawn(runtime.admin_handle());
     }
     tracing::info!(node = %config.node.name, "mesh-proxy started");
-    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
-    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
-    let mut hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
-    let mut usr1 = signal(SignalKind::user_defined1()).context("installing the SIGUSR1 handler")?;
+    let mut term = install(SignalKind::terminate(), "SIGTERM")?;
+    let mut int = install(SignalKind::interrupt(), "SIGINT")?;
+    let mut hup = install(SignalKind::hangup(), "SIGHUP")?;
+    let mut usr1 = install(SignalKind::user_defined1(), "SIGUSR1")?;
     let mut watch = opts.config_path.as_deref().map(FileWatch::new);
     loop {
         tokio::select! {
@@ -256,12 +259,12 @@ pub async fn serve(
             _ = int.recv() => break,
             _ = runtime.drain.started() => break,
             _ = hup.recv() => match &opts.config_path {
-                Some(path) => { let _ = reload(&runtime, path).await; }
+                Some(path) => { let _ = reload_file(&runtime, path).await; }
                 None => tracing::warn!("SIGHUP received but the config did not come from a file"),
             },
             _ = changed(&mut watch) => {
                 if let Some(path) = &opts.config_path {
-                    let _ = reload(&runtime, path).await;
+                    let _ = reload_file(&runtime, path).await;
                 }
             }
             _ = usr1.recv() => {
@@ -287,6 +290,13 @@ pub async fn serve(
         t.shutdown();
     }
     Ok(())
+}
+
+fn install(kind: SignalKind, name: &'static str) -> Result<Signal, AppError> {
+    signal(kind).map_err(|source| AppError::Signal {
+        signal: name,
+        source,
+    })
 }
 
 /// Notices a changed config file (by device, inode, size and mtime, polled
@@ -329,3 +339,6 @@ async fn changed(watch: &mut Option<FileWatch>) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
