@@ -20,7 +20,7 @@ use crate::telemetry::trace::Tracing;
 
 /// A listener as it runs: what the admin API lists and reads stats from.
 #[derive(Clone)]
-pub struct ListenerInfo {
+pub(crate) struct ListenerInfo {
     pub name: String,
     pub address: SocketAddr,
     /// The HTTP listener's context (routes, limits, stats); `None` for TCP.
@@ -31,7 +31,7 @@ pub struct ListenerInfo {
 
 /// The current listeners and clusters with the config they came from;
 /// swapped as a whole by a reload.
-pub struct Topology {
+pub(crate) struct Topology {
     pub config: Arc<Config>,
     pub listeners: Vec<ListenerInfo>,
     pub clusters: Vec<Arc<Cluster>>,
@@ -40,7 +40,7 @@ pub struct Topology {
 /// Everything the admin API reads (snapshots, counters) and the one
 /// process-wide action it may take (`drain`, for `/quitquitquit`).
 #[derive(Clone)]
-pub struct AdminHandle {
+pub(crate) struct AdminHandle {
     /// Published by the app at start and by every reload.
     pub topology: Arc<ArcSwap<Topology>>,
     /// This workload's certificate, when it has one.

@@ -46,7 +46,7 @@ use serde_json::Value;
 use tokio::net::TcpListener;
 
 use crate::telemetry::LogControl;
-pub use handle::{AdminHandle, ListenerInfo, Topology};
+pub(crate) use handle::{AdminHandle, ListenerInfo, Topology};
 use stats::Stats;
 
 type Body = Full<Bytes>;
@@ -79,7 +79,7 @@ impl AdminListener {
 
     /// Serves the admin API for the life of the process (through the
     /// drain too, so `/ready` can say `DRAINING`).
-    pub fn spawn(self, handle: AdminHandle) {
+    pub(crate) fn spawn(self, handle: AdminHandle) {
         let admin = Arc::new(Admin::new(handle, self.logs, self.local_addr));
         tracing::info!(address = %self.local_addr, "admin listening");
         let socket = self.socket;
@@ -114,7 +114,7 @@ impl AdminListener {
 
 /// What `/ready` answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Readiness {
+pub(crate) enum Readiness {
     Live,
     /// Draining, or `POST /healthcheck/fail`.
     Draining,

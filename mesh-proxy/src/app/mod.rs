@@ -22,7 +22,7 @@ use crate::telemetry::access_log::AccessLog;
 use crate::telemetry::trace::Tracing;
 
 pub use error::AppError;
-pub use reload::{reload, reload_file};
+pub(crate) use reload::reload_file;
 
 pub struct ServeOptions {
     pub drain_time: Duration,
@@ -89,7 +89,7 @@ struct RunningSet {
 /// Everything a running proxy is made of. The admin API reads it through
 /// an [`AdminHandle`]; it mutates only through explicit handles (`drain`,
 /// `reload`).
-pub struct Runtime {
+pub(crate) struct Runtime {
     topology: Arc<ArcSwap<Topology>>,
     running: tokio::sync::Mutex<RunningSet>,
     /// This workload's certificate, when it has one.
@@ -108,7 +108,7 @@ pub struct Runtime {
 
 impl Runtime {
     /// The current config, listeners and clusters (a snapshot).
-    pub fn topology(&self) -> arc_swap::Guard<Arc<Topology>> {
+    pub(crate) fn topology(&self) -> arc_swap::Guard<Arc<Topology>> {
         self.topology.load()
     }
 
@@ -117,7 +117,7 @@ impl Runtime {
     }
 
     /// What the admin API reads: the same snapshots and counters.
-    pub fn admin_handle(&self) -> AdminHandle {
+    pub(crate) fn admin_handle(&self) -> AdminHandle {
         AdminHandle {
             topology: Arc::clone(&self.topology),
             identity: self.identity.clone(),
@@ -146,7 +146,7 @@ fn topology_of(config: Arc<Config>, running: &RunningSet) -> Topology {
 }
 
 /// Starts serving `config` on already-bound sockets.
-pub fn start(
+pub(crate) fn start(
     config: &Config,
     bound: Vec<BoundListener>,
     identity: Option<Arc<IdentityStore>>,

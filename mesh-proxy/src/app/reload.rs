@@ -37,7 +37,7 @@ use crate::router::RouteTable;
 /// The file source (SIGHUP, a change of the config file): reads and
 /// validates `path`, then applies it with [`reload`]. An invalid file
 /// counts as a failed reload.
-pub async fn reload_file(rt: &Runtime, path: &Path) -> Result<(), AppError> {
+pub(crate) async fn reload_file(rt: &Runtime, path: &Path) -> Result<(), AppError> {
     let origin = path.display().to_string();
     match crate::config::load_file(path) {
         Ok(config) => reload(rt, config, &origin).await,
@@ -52,7 +52,7 @@ pub async fn reload_file(rt: &Runtime, path: &Path) -> Result<(), AppError> {
 /// changed. `origin` names where it came from (a file path) in the logs.
 /// Both outcomes count in `server.config_reload_total`, failures also in
 /// `_failed`.
-pub async fn reload(rt: &Runtime, config: Config, origin: &str) -> Result<(), AppError> {
+pub(crate) async fn reload(rt: &Runtime, config: Config, origin: &str) -> Result<(), AppError> {
     rt.reloads.total.fetch_add(1, Ordering::Relaxed);
     match apply(rt, config).await {
         Ok(()) => {

@@ -4,6 +4,7 @@
 use std::path::Path;
 use std::sync::atomic::Ordering;
 
+use super::reload::reload;
 use super::*;
 
 fn config(clusters: &[&str], extra_listener: Option<u16>) -> Config {

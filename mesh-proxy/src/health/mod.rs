@@ -11,5 +11,5 @@ mod endpoint;
 mod outlier;
 
 pub use active::spawn_health_checks;
-pub use endpoint::{EndpointHealth, HealthSnapshot};
+pub use endpoint::EndpointHealth;
 pub use outlier::record_outcome;
