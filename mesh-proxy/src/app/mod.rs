@@ -145,13 +145,10 @@ fn topology_of(config: Arc<Config>, running: &RunningSet) -> Topology {
     }
 }
 
-/// Starts serving `config` on already-bound sockets.
-pub(crate) fn start(
-    config: &Config,
-    bound: Vec<BoundListener>,
-    identity: Option<Arc<IdentityStore>>,
-) -> Result<Runtime, AppError> {
-    match (&identity, &config.identity) {
+/// Keeps the identity fresh: watches its files (`identity.files`) or
+/// obtains and renews it from the CA (`identity.ca`).
+fn spawn_identity_source(identity: &Option<Arc<IdentityStore>>, config: &Config) {
+    match (identity, &config.identity) {
         (
             Some(store),
             Some(IdentitySpec::Files {
@@ -188,6 +185,15 @@ pub(crate) fn start(
         }
         _ => {}
     }
+}
+
+/// Starts serving `config` on already-bound sockets.
+pub(crate) fn start(
+    config: &Config,
+    bound: Vec<BoundListener>,
+    identity: Option<Arc<IdentityStore>>,
+) -> Result<Runtime, AppError> {
+    spawn_identity_source(&identity, config);
     let clusters = build::clusters(config, &identity, &build::ClusterMap::new())?;
     let tracing = match &config.tracing {
         Some(spec) => Tracing::init(spec, &config.node.service)
