@@ -79,6 +79,8 @@ pub(super) struct Streaks {
 
 impl EndpointHealth {
     /// Healthy by active checks and not ejected by outlier detection.
+    /// Read for every candidate of every pick.
+    #[inline]
     pub fn is_available(&self) -> bool {
         self.healthy.load(Ordering::Relaxed) && !self.ejected.load(Ordering::Relaxed)
     }
