@@ -60,7 +60,7 @@ fn main() -> ExitCode {
     let identity = match app::load_identity(&cfg) {
         Ok(identity) => identity,
         Err(e) => {
-            eprintln!("{}: {e:#}", cli.config.display());
+            eprintln!("{}: {:#}", cli.config.display(), anyhow::Error::from(e));
             return ExitCode::FAILURE;
         }
     };
@@ -122,6 +122,7 @@ fn run(
                 config_path: Some(config_path),
             },
         )
-        .await
+        .await?;
+        Ok(())
     })
 }
