@@ -93,6 +93,12 @@ pub struct DownstreamTlsSpec {
 
 #[derive(Debug, Clone)]
 pub struct RouteSpec {
+    /// As logged (`%ROUTE_NAME%`, json `route`, span `mesh.route`): the
+    /// configured name, or `<listener>/<index>` for an unnamed route.
+    pub name: String,
+    /// `<listener>/<configured name>` (`<listener>/<index>` when unnamed):
+    /// how admin (`route=`) and metrics address the route.
+    pub id: String,
     pub matcher: RouteMatch,
     pub action: RouteAction,
     /// Whole request including retries; `None` when configured as `0`. Default 15s.
@@ -129,6 +135,27 @@ pub enum PathMatch {
     Prefix(String),
     Exact(String),
     Regex(regex::Regex),
+}
+
+impl PathMatch {
+    /// The span attribute `http.route`: `P*` for prefix `P`, the exact path,
+    /// or the regex as written.
+    pub fn pattern(&self) -> String {
+        match self {
+            PathMatch::Prefix(p) => format!("{p}*"),
+            PathMatch::Exact(p) => p.clone(),
+            PathMatch::Regex(r) => regex_source(r).to_owned(),
+        }
+    }
+}
+
+/// The regex as the user wrote it, without the `^(?:…)$` anchoring
+/// validation wraps it in.
+pub(crate) fn regex_source(r: &regex::Regex) -> &str {
+    let s = r.as_str();
+    s.strip_prefix("^(?:")
+        .and_then(|s| s.strip_suffix(")$"))
+        .unwrap_or(s)
 }
 
 impl Default for PathMatch {

@@ -127,7 +127,8 @@ fn http_kind(
     }
     let routes = match raw.routes.take() {
         Some(routes) if !routes.is_empty() => {
-            route::routes(cx, &join(at, "routes"), routes, shared.clusters)
+            let listener = raw.name.as_deref().unwrap_or_default();
+            route::routes(cx, &join(at, "routes"), listener, routes, shared.clusters)
         }
         _ => {
             cx.error(

@@ -11,16 +11,56 @@ use super::{Ctx, index, join, retry, values};
 
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(15);
 
+/// The routes of listener `listener` (its name as written, for the
+/// default route names).
 pub(super) fn routes(
     cx: &mut Ctx<'_>,
     at: &str,
+    listener: &str,
     raw: Vec<RouteConfig>,
     clusters: &[String],
 ) -> Vec<RouteSpec> {
-    raw.into_iter()
-        .enumerate()
-        .filter_map(|(i, r)| route(cx, &index(at, i), r, clusters))
-        .collect()
+    let mut seen: Vec<(usize, String)> = Vec::new();
+    let mut out = Vec::with_capacity(raw.len());
+    for (i, mut r) in raw.into_iter().enumerate() {
+        let named = r
+            .name
+            .take()
+            .and_then(|name| route_name(cx, at, name, i, &mut seen));
+        let at = index(at, i);
+        // Unnamed (or badly named): `<listener>/<index>`, addressed by index.
+        let (name, id) = match named {
+            Some(name) => (name.clone(), format!("{listener}/{name}")),
+            None => (format!("{listener}/{i}"), format!("{listener}/{i}")),
+        };
+        if let Some(spec) = route(cx, &at, r, clusters, name, id) {
+            out.push(spec);
+        }
+    }
+    out
+}
+
+/// The configured name of route `i` of the list at `routes`, if valid and
+/// unique in its listener.
+fn route_name(
+    cx: &mut Ctx<'_>,
+    routes: &str,
+    name: String,
+    i: usize,
+    seen: &mut Vec<(usize, String)>,
+) -> Option<String> {
+    let at = join(&index(routes, i), "name");
+    cx.check(&at, values::route_name(&name))?;
+    if let Some((first, _)) = seen.iter().find(|(_, n)| *n == name) {
+        let also = index(routes, *first);
+        cx.error(
+            &at,
+            format!("duplicate route name \"{name}\" (also {also}): names are unique per listener"),
+        );
+        return None;
+    }
+    seen.push((i, name.clone()));
+    Some(name)
 }
 
 fn route(
@@ -28,6 +68,8 @@ fn route(
     at: &str,
     mut raw: RouteConfig,
     clusters: &[String],
+    name: String,
+    id: String,
 ) -> Option<RouteSpec> {
     let matcher = match raw.matcher.take() {
         Some(m) => route_match(cx, &join(at, "match"), m),
@@ -49,6 +91,8 @@ fn route(
         .rate_limit
         .and_then(|r| rate_limit(cx, &join(at, "rate_limit"), r));
     Some(RouteSpec {
+        name,
+        id,
         matcher: matcher?,
         action: action?,
         timeout: (!timeout.is_zero()).then_some(timeout),

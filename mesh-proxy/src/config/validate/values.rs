@@ -123,6 +123,21 @@ pub(super) fn name(text: &str) -> Result<(), String> {
     }
 }
 
+/// Route names appear in dotted metric names and in `route=<listener>/<name>`.
+pub(super) fn route_name(text: &str) -> Result<(), String> {
+    let ok = !text.is_empty()
+        && text
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "invalid route name \"{text}\": use letters, digits, '-', '_' and '.' (names appear in metric names and in route=<listener>/<name>)"
+        ))
+    }
+}
+
 /// `spiffe://trust-domain/path`; with `wildcards` a `*` may stand for one
 /// whole path segment and a last `**` for the rest of the path.
 pub(super) fn spiffe_id(text: &str, wildcards: bool) -> Result<(), String> {

@@ -306,6 +306,25 @@ mod tests {
     }
 
     #[test]
+    fn route_name_operator_and_json_route_carry_the_route_name() {
+        let mut wanted = Vec::new();
+        let tokens = parse("%ROUTE_NAME% %RESPONSE_CODE%", &mut wanted).expect("parses");
+        let mut rec = record(&wanted);
+        rec.route = Some(Arc::from("abort20"));
+        let mut out = String::new();
+        render(&Format::Tokens(tokens.clone()), &rec, &wanted, &mut out);
+        assert_eq!(out, "abort20 503");
+        out.clear();
+        render(&Format::Json, &rec, &wanted, &mut out);
+        let v: serde_json::Value = serde_json::from_str(&out).expect("json");
+        assert_eq!(v["route"], "abort20");
+        rec.route = None;
+        out.clear();
+        render(&Format::Tokens(tokens), &rec, &wanted, &mut out);
+        assert_eq!(out, "- 503", "no route (a 404 NR): a dash");
+    }
+
+    #[test]
     fn the_text_format_parses() {
         let mut wanted = Vec::new();
         assert!(parse(ENVOY_TEXT, &mut wanted).is_ok());
