@@ -223,7 +223,11 @@ fn access_log(cx: &mut Ctx<'_>, at: &str, raw: AccessLogConfig) -> Option<Access
     let format = match raw.format.as_deref() {
         None | Some("text") => LogFormat::Text,
         Some("json") => LogFormat::Json,
-        Some(custom) if custom.contains('%') => LogFormat::Custom(custom.to_owned()),
+        Some(custom) if custom.contains('%') => {
+            let parsed = crate::telemetry::access_log::check_format(custom);
+            cx.check(&join(at, "format"), parsed)?;
+            LogFormat::Custom(custom.to_owned())
+        }
         Some(other) => {
             let hint = did_you_mean(other, ["json", "text"]);
             let message = if hint.is_empty() {
