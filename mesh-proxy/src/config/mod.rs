@@ -13,9 +13,11 @@
 
 mod error;
 mod introspect;
+mod limits;
 pub mod model;
 mod parse;
 mod raw;
+mod ser;
 mod suggest;
 mod validate;
 
