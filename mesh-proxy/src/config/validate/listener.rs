@@ -7,6 +7,7 @@ use mesh_ca::SpiffePattern;
 use super::super::model::*;
 use super::super::raw::{DownstreamTlsConfig, ListenerConfig};
 use super::super::suggest::did_you_mean;
+use super::value_error::ValueError;
 use super::{Ctx, index, join, limits, route, values};
 
 /// What every listener is checked against.
@@ -190,7 +191,7 @@ fn allow_list(
     (out.len() == raw.len()).then_some(out)
 }
 
-pub(super) fn tls_mode(text: &str) -> Result<TlsMode, String> {
+pub(super) fn tls_mode(text: &str) -> Result<TlsMode, ValueError> {
     values::one_of(
         "mode",
         text,

@@ -9,6 +9,7 @@ mod limits;
 mod listener;
 mod retry;
 mod route;
+mod value_error;
 mod values;
 
 use std::path::Path;

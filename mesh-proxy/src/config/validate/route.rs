@@ -7,6 +7,7 @@ use bytes::Bytes;
 use super::super::model::*;
 use super::super::raw::{HeadersConfig, MatchConfig, RateLimitConfig, RouteConfig, ScalarMap};
 use super::listener::cluster_ref;
+use super::value_error::ValueError;
 use super::{Ctx, index, join, retry, values};
 
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(15);
@@ -132,8 +133,11 @@ fn route_match(cx: &mut Ctx<'_>, at: &str, raw: MatchConfig) -> Option<RouteMatc
             .map(|()| PathMatch::Exact(path))
     } else if let Some(re) = raw.regex {
         // Anchored: the regex must match the whole path, as Envoy's safe_regex.
-        let compiled = regex::Regex::new(&format!("^(?:{re})$"))
-            .map_err(|e| format!("invalid regex \"{re}\": {}", first_line(&e.to_string())));
+        let compiled =
+            regex::Regex::new(&format!("^(?:{re})$")).map_err(|source| ValueError::Regex {
+                text: re.clone(),
+                source,
+            });
         cx.check(&join(at, "regex"), compiled).map(PathMatch::Regex)
     } else {
         Some(PathMatch::default())
@@ -158,20 +162,16 @@ fn route_match(cx: &mut Ctx<'_>, at: &str, raw: MatchConfig) -> Option<RouteMatc
     })
 }
 
-fn first_line(text: &str) -> String {
-    text.lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
 /// A route path or prefix must be in the router's normal form (SPEC §3
 /// "Paths and hosts"), or it could never match: requests are matched
 /// normalized and without `;parameters`.
-fn normal_path(path: &str) -> Result<(), String> {
+fn normal_path(path: &str) -> Result<(), ValueError> {
+    let bad = |why: &'static str| ValueError::Path {
+        path: path.to_owned(),
+        why,
+    };
     if !path.starts_with('/') {
-        return Err(format!("invalid path \"{path}\": must start with /"));
+        return Err(bad("must start with /"));
     }
     let bytes = path.as_bytes();
     for (i, &b) in bytes.iter().enumerate() {
@@ -194,14 +194,14 @@ fn normal_path(path: &str) -> Result<(), String> {
             }
             _ => continue,
         };
-        return Err(format!("invalid path \"{path}\": {why}"));
+        return Err(bad(why));
     }
     let segments: Vec<&str> = path[1..].split('/').collect();
     let last = segments.len() - 1;
     for (i, seg) in segments.into_iter().enumerate() {
         if matches!(seg, "." | "..") || (seg.is_empty() && i != last) {
-            return Err(format!(
-                "invalid path \"{path}\": has an empty, '.' or '..' segment (paths are matched normalized)"
+            return Err(bad(
+                "has an empty, '.' or '..' segment (paths are matched normalized)",
             ));
         }
     }
@@ -305,9 +305,11 @@ fn weighted(
     Some(RouteAction::Weighted(out))
 }
 
-fn host_rewrite(text: &str) -> Result<http::HeaderValue, String> {
+fn host_rewrite(text: &str) -> Result<http::HeaderValue, ValueError> {
     text.parse::<http::uri::Authority>()
-        .map_err(|_| format!("invalid host \"{text}\""))?;
+        .map_err(|_| ValueError::Host {
+            text: text.to_owned(),
+        })?;
     values::header_value(text)
 }
 
