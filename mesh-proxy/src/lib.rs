@@ -15,6 +15,7 @@ pub mod config;
 pub mod health;
 pub mod identity;
 pub mod listener;
+pub mod policy;
 pub mod resilience;
 pub mod router;
 pub mod telemetry;

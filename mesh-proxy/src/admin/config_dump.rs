@@ -38,6 +38,7 @@ listeners:
         timeout: 0s
         request_headers: { add: { x-api-key: k3y, x-env: prod }, remove: [x-debug] }
         retry: { attempts: 2, on: [5xx, reset] }
+        rate_limit: { requests_per_second: 5 }
       - match: { regex: "/v[0-9]+/.*" }
         direct_response: { status: 204 }
   - name: pg
@@ -75,11 +76,16 @@ clusters:
         assert_eq!(api["retry"]["on"], serde_json::json!(["reset", "5xx"]));
         assert_eq!(api["retry"]["backoff"]["base"], "25ms");
         assert_eq!(api["request_headers"]["remove"][0], "x-debug");
+        assert_eq!(
+            api["rate_limit"]["burst"], 5,
+            "policies flatten into the route"
+        );
         let unnamed = &edge["routes"][1];
         assert_eq!(unnamed["name"], "edge/1");
         assert_eq!(unnamed["match"]["regex"], "/v[0-9]+/.*");
         assert_eq!(unnamed["direct_response"]["status"], 204);
         assert_eq!(unnamed["timeout"], "15s");
+        assert!(unnamed.get("rate_limit").is_none(), "{unnamed}");
         assert_eq!(v["listeners"][1]["protocol"], "tcp");
         assert_eq!(v["listeners"][1]["cluster"], "app");
         assert_eq!(

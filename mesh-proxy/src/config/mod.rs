@@ -16,10 +16,10 @@ mod introspect;
 mod limits;
 pub mod model;
 mod parse;
-mod raw;
+pub(crate) mod raw;
 mod ser;
 mod suggest;
-mod validate;
+pub(crate) mod validate;
 
 #[cfg(test)]
 mod tests;

@@ -138,8 +138,9 @@ pub struct RouteSpec {
     pub host_rewrite: Option<HeaderValue>,
     pub request_headers: HeaderMutations,
     pub response_headers: HeaderMutations,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub rate_limit: Option<RateLimitSpec>,
+    /// The per-route policy stages' config (`rate_limit`, …), flattened.
+    #[serde(flatten)]
+    pub policies: crate::policy::RoutePolicies,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]

@@ -3,9 +3,10 @@
 //! recent local replies that the admin dashboard shows. Runs only when the
 //! proxy answers a request itself.
 
-use http::{Method, StatusCode, Uri};
+use http::{Method, Response, StatusCode, Uri};
 
-use super::{HttpContext, ProxyError};
+use super::flag::ResponseFlag;
+use super::{HttpContext, ProxyError, ResponseBody};
 use crate::body::BodyErrorKind;
 use crate::telemetry::local_replies::LocalReplyRecord;
 use crate::telemetry::metrics::RejectReason;
@@ -14,7 +15,7 @@ use crate::telemetry::metrics::RejectReason;
 /// response extension when the reply is built below [`super::handle`].
 #[derive(Debug, Clone)]
 pub(super) struct Noted {
-    flag: &'static str,
+    flag: ResponseFlag,
     reason: Option<RejectReason>,
     detail: String,
 }
@@ -29,7 +30,7 @@ impl Noted {
     }
 
     /// The SPEC response flag of the reply.
-    pub(super) fn flag(&self) -> &'static str {
+    pub(super) fn flag(&self) -> ResponseFlag {
         self.flag
     }
 }
@@ -53,8 +54,19 @@ fn rejection(e: &ProxyError) -> Option<RejectReason> {
         ProxyError::NoRoute
         | ProxyError::Unauthorized
         | ProxyError::NoHealthyUpstream { .. }
-        | ProxyError::Timeout(_) => None,
+        | ProxyError::Timeout(_)
+        | ProxyError::Policy(_) => None,
     }
+}
+
+/// The local reply for `e`, with what [`super::handle`] records of it
+/// attached as a response extension.
+pub(super) fn reply(listener: &str, e: ProxyError) -> Response<ResponseBody> {
+    tracing::debug!(listener, error = %e, flag = %e.flag(), "local reply");
+    let noted = Noted::of(&e);
+    let mut resp = e.into_response();
+    resp.extensions_mut().insert(noted);
+    resp
 }
 
 /// Counts one local reply and remembers it.
@@ -77,7 +89,7 @@ pub(super) fn record(
         method.as_str(),
         uri.path(),
         status.as_u16(),
-        noted.flag,
+        noted.flag.as_str(),
         &noted.detail,
     ));
 }

@@ -12,6 +12,7 @@ use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
 
+use super::flag::ResponseFlag;
 use super::headers::{X_MESH_ERROR, X_MESH_OVERLOADED};
 use super::normalize::TargetError;
 use crate::body::BodyErrorKind;
@@ -47,6 +48,19 @@ pub enum ProxyError {
     Timeout(Duration),
     #[error("upstream {0}")]
     Upstream(#[from] UpstreamError),
+    /// A per-route policy stage answered (fault injection, …).
+    #[error("{0}")]
+    Policy(PolicyReply),
+}
+
+/// The local reply a policy stage decided on: its status, flag and the
+/// one-line body.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub struct PolicyReply {
+    pub status: StatusCode,
+    pub flag: ResponseFlag,
+    pub message: &'static str,
 }
 
 impl ProxyError {
@@ -74,6 +88,7 @@ impl ProxyError {
             ProxyError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             ProxyError::NoHealthyUpstream { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::Policy(p) => p.status,
             ProxyError::Upstream(e) => match e.body_error {
                 Some(BodyErrorKind::IdleTimeout) => StatusCode::REQUEST_TIMEOUT,
                 Some(BodyErrorKind::TooLarge) => StatusCode::PAYLOAD_TOO_LARGE,
@@ -91,44 +106,46 @@ impl ProxyError {
     }
 
     /// The SPEC response flag, sent as `x-mesh-error` and logged.
-    pub fn flag(&self) -> &'static str {
+    pub fn flag(&self) -> ResponseFlag {
+        use ResponseFlag as F;
         match self {
-            ProxyError::NoRoute => "NR",
-            ProxyError::RateLimited => "RL",
-            ProxyError::Unauthorized => "UAEX",
+            ProxyError::NoRoute => F::NoRoute,
+            ProxyError::RateLimited => F::RateLimited,
+            ProxyError::Unauthorized => F::Unauthorized,
             ProxyError::BadTarget(_)
             | ProxyError::BadRequest(_)
             | ProxyError::UnderscoreHeader
             | ProxyError::HeadersTooLarge
             | ProxyError::UriTooLong
             | ProxyError::BodyTooLarge
-            | ProxyError::BodyTimeout => "DPE",
-            ProxyError::NoHealthyUpstream { .. } => "UH",
-            ProxyError::Timeout(_) => "UT",
-            ProxyError::Upstream(e) if e.body_error.is_some() => "DPE",
-            ProxyError::Upstream(e) => match e.kind {
-                UpstreamErrorKind::NoHealthyEndpoint => "UH",
-                UpstreamErrorKind::ConnectFailure => "UF",
-                UpstreamErrorKind::Overflow => "UO",
-                UpstreamErrorKind::Reset | UpstreamErrorKind::RefusedStream => "UR",
-                UpstreamErrorKind::Protocol => "UPE",
-            },
+            | ProxyError::BodyTimeout => F::DownstreamProtocolError,
+            ProxyError::NoHealthyUpstream { .. } => F::NoHealthyUpstream,
+            ProxyError::Timeout(_) => F::UpstreamTimeout,
+            ProxyError::Policy(p) => p.flag,
+            ProxyError::Upstream(e) if e.body_error.is_some() => F::DownstreamProtocolError,
+            ProxyError::Upstream(e) => super::classify::kind_flag(e.kind),
         }
     }
 
     /// The one-line body of the local reply.
     fn message(&self) -> &'static str {
+        use ResponseFlag as F;
+        if let ProxyError::Policy(p) = self {
+            return p.message;
+        }
         match self.flag() {
-            "NR" => "no route matched the request\n",
-            "UH" => "no healthy upstream\n",
-            "UF" => "upstream connect failure\n",
-            "UO" => "upstream overloaded: circuit breaker open\n",
-            "UR" => "upstream reset before response headers\n",
-            "UPE" => "upstream response was not valid HTTP\n",
-            "UT" => "upstream request timeout\n",
-            "RL" => "rate limit exceeded\n",
-            "UAEX" => "peer identity not allowed\n",
-            _ => match self.status() {
+            F::NoRoute => "no route matched the request\n",
+            F::NoHealthyUpstream => "no healthy upstream\n",
+            F::UpstreamConnectFailure => "upstream connect failure\n",
+            F::UpstreamOverflow => "upstream overloaded: circuit breaker open\n",
+            F::UpstreamReset => "upstream reset before response headers\n",
+            F::UpstreamProtocolError => "upstream response was not valid HTTP\n",
+            F::UpstreamTimeout => "upstream request timeout\n",
+            F::RateLimited => "rate limit exceeded\n",
+            F::Unauthorized => "peer identity not allowed\n",
+            F::Draining => "proxy is draining\n",
+            F::FaultInjected => "fault injected\n",
+            F::DownstreamProtocolError => match self.status() {
                 StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE => "request header section too large\n",
                 StatusCode::URI_TOO_LONG => "request URI too long\n",
                 StatusCode::PAYLOAD_TOO_LARGE => "request body too large\n",
@@ -165,14 +182,17 @@ impl ProxyError {
 /// A response the proxy writes itself.
 pub fn local_reply(
     status: StatusCode,
-    flag: &'static str,
+    flag: ResponseFlag,
     message: &'static str,
 ) -> Response<ResponseBody> {
     let mut resp = Response::new(ResponseBody::local(Bytes::from_static(message.as_bytes())));
     *resp.status_mut() = status;
     let h = resp.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
-    h.insert(X_MESH_ERROR.clone(), HeaderValue::from_static(flag));
+    h.insert(
+        X_MESH_ERROR.clone(),
+        HeaderValue::from_static(flag.as_str()),
+    );
     resp
 }
 

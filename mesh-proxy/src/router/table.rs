@@ -12,7 +12,7 @@ use http::{HeaderMap, Method, StatusCode};
 
 use crate::cluster::Cluster;
 use crate::config::{HostMatch, PathMatch, RouteAction, RouteSpec};
-use crate::resilience::{RateLimiter, RetryPolicy};
+use crate::resilience::RetryPolicy;
 
 use super::normalize::{self, TargetError};
 
@@ -93,7 +93,8 @@ pub struct Route {
     pub spec: Arc<RouteSpec>,
     pub action: Action,
     pub retry: Option<RetryPolicy>,
-    pub rate_limit: Option<RateLimiter>,
+    /// The per-route policy stages (rate limit, fault, …).
+    pub policies: crate::policy::Policies,
 }
 
 impl std::ops::Deref for Route {
@@ -176,7 +177,7 @@ impl RouteTable {
                     name: Arc::new(RouteName::of(spec)),
                     action: action(listener, spec, &cluster)?,
                     retry: spec.retry.clone().map(RetryPolicy::new),
-                    rate_limit: spec.rate_limit.map(RateLimiter::new),
+                    policies: crate::policy::Policies::build(&spec.policies),
                     spec: Arc::new(spec.clone()),
                 })
             })
@@ -254,7 +255,7 @@ mod tests {
             host_rewrite: None,
             request_headers: HeaderMutations::default(),
             response_headers: HeaderMutations::default(),
-            rate_limit: None,
+            policies: Default::default(),
         }
     }
 

@@ -259,7 +259,7 @@ fn spec_example_validates_to_the_documented_values() {
         route.response_headers.remove,
         [HeaderName::from_static("server")]
     );
-    let rate = route.rate_limit.unwrap();
+    let rate = route.policies.rate_limit.unwrap();
     assert_eq!((rate.requests_per_second, rate.burst), (100.0, 200));
     let health = &routes[1];
     assert!(matches!(&health.matcher.path, PathMatch::Exact(p) if p == "/healthz"));

@@ -392,10 +392,12 @@ fn rate_limit_needs_a_positive_rate_and_burst() {
 #[test]
 fn rate_limit_burst_defaults_to_the_rate_rounded_up() {
     let rl = route_ok("{cluster: app, rate_limit: {requests_per_second: 2.5}}")
+        .policies
         .rate_limit
         .unwrap();
     assert_eq!((rl.requests_per_second, rl.burst), (2.5, 3));
     let rl = route_ok("{cluster: app, rate_limit: {requests_per_second: 0.1}}")
+        .policies
         .rate_limit
         .unwrap();
     assert_eq!(rl.burst, 1);

@@ -87,7 +87,7 @@ pub(crate) fn validate(
 }
 
 /// The error list being built and what every check may need.
-pub(super) struct Ctx<'a> {
+pub(crate) struct Ctx<'a> {
     pub errors: Vec<ConfigError>,
     pub base_dir: &'a Path,
 }
@@ -208,7 +208,7 @@ impl Ctx<'_> {
 }
 
 /// `parent.key`, or `key` at the top level.
-pub(super) fn join(parent: &str, key: &str) -> String {
+pub(crate) fn join(parent: &str, key: &str) -> String {
     if parent.is_empty() {
         key.to_owned()
     } else {
@@ -217,6 +217,6 @@ pub(super) fn join(parent: &str, key: &str) -> String {
 }
 
 /// `parent[index]`.
-pub(super) fn index(parent: &str, index: usize) -> String {
+pub(crate) fn index(parent: &str, index: usize) -> String {
     format!("{parent}[{index}]")
 }

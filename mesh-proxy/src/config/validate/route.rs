@@ -5,7 +5,7 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use super::super::model::*;
-use super::super::raw::{HeadersConfig, MatchConfig, RateLimitConfig, RouteConfig, ScalarMap};
+use super::super::raw::{HeadersConfig, MatchConfig, RouteConfig, ScalarMap};
 use super::listener::cluster_ref;
 use super::value_error::ValueError;
 use super::{Ctx, index, join, retry, values};
@@ -76,6 +76,7 @@ fn route(
         Some(m) => route_match(cx, &join(at, "match"), m),
         None => Some(RouteMatch::default()),
     };
+    let policies = crate::policy::RoutePolicies::validate(cx, at, &mut raw);
     let action = action(cx, at, &raw, clusters);
     let timeout = cx.duration(at, "timeout", raw.timeout.as_ref(), DEFAULT_TIMEOUT);
     let retry = raw.retry.map(|r| retry::retry(cx, &join(at, "retry"), r));
@@ -88,9 +89,6 @@ fn route(
         .and_then(|h| cx.check(&join(at, "host_rewrite"), host_rewrite(&h)));
     let request_headers = mutations(cx, &join(at, "request_headers"), raw.request_headers);
     let response_headers = mutations(cx, &join(at, "response_headers"), raw.response_headers);
-    let rate_limit = raw
-        .rate_limit
-        .and_then(|r| rate_limit(cx, &join(at, "rate_limit"), r));
     Some(RouteSpec {
         name,
         id,
@@ -102,7 +100,7 @@ fn route(
         host_rewrite,
         request_headers,
         response_headers,
-        rate_limit,
+        policies,
     })
 }
 
@@ -342,24 +340,4 @@ fn mutations(cx: &mut Ctx<'_>, at: &str, raw: Option<HeadersConfig>) -> HeaderMu
         .filter_map(|(i, name)| cx.check(&index(&join(at, "remove"), i), values::header_name(name)))
         .collect();
     HeaderMutations { add, remove }
-}
-
-fn rate_limit(cx: &mut Ctx<'_>, at: &str, raw: RateLimitConfig) -> Option<RateLimitSpec> {
-    let rps = cx
-        .required(at, "requests_per_second", raw.requests_per_second.as_ref())
-        .copied()?;
-    if !(rps.is_finite() && rps > 0.0) {
-        cx.error(
-            &join(at, "requests_per_second"),
-            format!("{rps} is invalid: must be greater than 0"),
-        );
-        return None;
-    }
-    // At least one token, or no request could ever pass.
-    let default_burst = u32::try_from(rps.ceil() as u64).unwrap_or(u32::MAX).max(1);
-    let burst = cx.at_least(at, "burst", raw.burst, 1, default_burst);
-    Some(RateLimitSpec {
-        requests_per_second: rps,
-        burst,
-    })
 }
