@@ -153,28 +153,11 @@ impl AccessLog {
             return Ok(None);
         }
         let mut wanted = Vec::new();
-        let mut sinks = Vec::new();
-        for (index, spec) in specs.iter().enumerate() {
-            let format = match &spec.format {
-                LogFormat::Json => Format::Json,
-                LogFormat::Text => Format::Tokens(
-                    parse(ENVOY_TEXT, &mut wanted)
-                        .map_err(|source| AccessLogError::Format { index, source })?,
-                ),
-                LogFormat::Custom(f) => Format::Tokens(
-                    parse(f, &mut wanted)
-                        .map_err(|source| AccessLogError::Format { index, source })?,
-                ),
-            };
-            let mut sink = Sink {
-                target: spec.path.clone(),
-                format,
-                out: None,
-            };
-            sink.open()
-                .map_err(|source| AccessLogError::Open { index, source })?;
-            sinks.push(sink);
-        }
+        let sinks = specs
+            .iter()
+            .enumerate()
+            .map(|(index, spec)| Sink::new(index, spec, &mut wanted))
+            .collect::<Result<Vec<_>, _>>()?;
         for always in [
             "x-request-id",
             "user-agent",
@@ -244,6 +227,33 @@ impl AccessLog {
 }
 
 impl Sink {
+    /// Access log `index`, opened; its format's request headers are added
+    /// to `wanted`.
+    fn new(
+        index: usize,
+        spec: &AccessLogSpec,
+        wanted: &mut Vec<HeaderName>,
+    ) -> Result<Self, AccessLogError> {
+        let format = match &spec.format {
+            LogFormat::Json => Format::Json,
+            LogFormat::Text => Format::Tokens(
+                parse(ENVOY_TEXT, wanted)
+                    .map_err(|source| AccessLogError::Format { index, source })?,
+            ),
+            LogFormat::Custom(f) => Format::Tokens(
+                parse(f, wanted).map_err(|source| AccessLogError::Format { index, source })?,
+            ),
+        };
+        let mut sink = Sink {
+            target: spec.path.clone(),
+            format,
+            out: None,
+        };
+        sink.open()
+            .map_err(|source| AccessLogError::Open { index, source })?;
+        Ok(sink)
+    }
+
     fn open(&mut self) -> std::io::Result<()> {
         self.out = Some(match &self.target {
             LogTarget::Stdout => Box::new(std::io::stdout()),
