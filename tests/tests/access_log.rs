@@ -785,6 +785,63 @@ async fn an_upstream_x_mesh_error_is_not_logged_as_this_proxys_flag() {
     assert_eq!(v["response_flags"], "-", "{v}");
 }
 
+/// Route names (SPEC §6): a named route logs its name, an unnamed one
+/// `<listener>/<index>`, in json `route` and in `%ROUTE_NAME%`; a request no
+/// route matched logs `-`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn route_names_in_json_and_format_string_logs() {
+    let ledger = LedgerUpstream::start().await.expect("ledger");
+    let port = free_port();
+    let mut named = route_prefix("/live/", "up");
+    named["name"] = json!("live");
+    let cfg = ConfigBuilder::new()
+        .http_listener(
+            "edge",
+            port,
+            vec![named, route_prefix("/unnamed/", "up")],
+        )
+        .cluster("up", &[ledger.addr()])
+        .set(
+            "access_log",
+            json!([
+                {"path": "routes.json", "format": "json"},
+                {"path": "routes.log", "format": "%REQ(X-REQUEST-ID)% %ROUTE_NAME% %RESPONSE_CODE%"},
+            ]),
+        );
+    let proxy = ProxyProcess::start_and_wait(&cfg.build(), &[], &[port])
+        .await
+        .expect("proxy starts");
+    let url = |path: &str| format!("http://127.0.0.1:{port}{path}");
+    for (id, path, status) in [
+        ("rn-named", "/live/x", 200),
+        ("rn-unnamed", "/unnamed/x", 200),
+        ("rn-none", "/nowhere", 404),
+    ] {
+        let sent = send(&url(path), &["-H", &format!("x-request-id: {id}")]).await;
+        assert_eq!(sent.status, status, "{path}: {sent:?}");
+    }
+    let text = proxy.dir().join("routes.log");
+    for (id, route) in [
+        ("rn-named", "live"),
+        ("rn-unnamed", "edge/1"),
+        ("rn-none", "-"),
+    ] {
+        let line = wait_line("routes.log", id, || read(&text)).await;
+        let status = if route == "-" { 404 } else { 200 };
+        assert_eq!(line, format!("{id} {route} {status}"), "%ROUTE_NAME%");
+    }
+    let json_path = proxy.dir().join("routes.json");
+    for (id, route) in [
+        ("rn-named", json!("live")),
+        ("rn-unnamed", json!("edge/1")),
+        ("rn-none", Value::Null),
+    ] {
+        let line = wait_line("routes.json", id, || read(&json_path)).await;
+        let v: Value = serde_json::from_str(&line).expect("json line");
+        assert_eq!(v["route"], route, "json route of {id}: {line}");
+    }
+}
+
 /// In a chain A → B whose last upstream is dead, B answers 503 `UF`
 /// itself; A only relays that answer, so A's record carries no flag of
 /// its own (hop A must not log hop B's verdict as if it had decided it).

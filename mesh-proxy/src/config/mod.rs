@@ -13,9 +13,11 @@
 
 mod error;
 mod introspect;
+mod limits;
 pub mod model;
 mod parse;
 pub(crate) mod raw;
+mod ser;
 mod suggest;
 pub(crate) mod validate;
 

@@ -15,9 +15,11 @@ use crate::config::raw::RouteConfig;
 use crate::config::validate::{Ctx, join};
 use crate::router::ProxyError;
 
-/// The validated per-route policy config (part of a route's spec).
-#[derive(Debug, Clone, Default)]
+/// The validated per-route policy config (part of a route's spec;
+/// serialized flattened into the route for `/config_dump`).
+#[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct RoutePolicies {
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub rate_limit: Option<RateLimitSpec>,
 }
 
