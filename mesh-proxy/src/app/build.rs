@@ -78,9 +78,9 @@ pub(super) fn routes(
             clusters.get(name).map(|(_, c)| Arc::clone(c))
         })
         .map(Some)
-        .map_err(|reason| AppError::Listener {
+        .map_err(|source| AppError::Routes {
             listener: spec.name.clone(),
-            reason,
+            source,
         }),
         ListenerKind::Tcp { .. } => Ok(None),
     }
@@ -109,10 +109,10 @@ pub(super) fn prepare(
                 ListenerKind::Tcp { .. } => &[],
             };
             let server =
-                TlsServer::new(&spec.name, tls, Arc::clone(store), alpn).map_err(|reason| {
-                    AppError::Listener {
+                TlsServer::new(&spec.name, tls, Arc::clone(store), alpn).map_err(|source| {
+                    AppError::ListenerTls {
                         listener: spec.name.clone(),
-                        reason: reason.to_string(),
+                        source,
                     }
                 })?;
             Some(Arc::new(server))

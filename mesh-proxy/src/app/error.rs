@@ -27,17 +27,28 @@ pub enum AppError {
         cluster: String,
         reason: String,
     },
-    /// The listener's TLS settings or route table cannot be built.
-    #[error("listener {listener}: {reason}")]
-    Listener { listener: String, reason: String },
+    /// The listener's TLS settings cannot be built.
+    #[error("listener {listener}: tls")]
+    ListenerTls {
+        listener: String,
+        #[source]
+        source: rustls::Error,
+    },
+    /// The listener's route table cannot be built.
+    #[error("listener {listener}: routes")]
+    Routes {
+        listener: String,
+        #[source]
+        source: crate::router::TableError,
+    },
     #[error("listener {listener}: tls needs an identity")]
     TlsWithoutIdentity { listener: String },
     #[error("listener {listener}: unknown cluster \"{cluster}\"")]
     UnknownCluster { listener: String, cluster: String },
     #[error("tracing: {reason}")]
     Tracing { reason: String },
-    #[error("{reason}")]
-    AccessLog { reason: String },
+    #[error("access log")]
+    AccessLog(#[source] crate::telemetry::access_log::AccessLogError),
     #[error("installing the {signal} handler")]
     Signal {
         signal: &'static str,

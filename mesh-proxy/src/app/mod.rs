@@ -204,8 +204,7 @@ pub(crate) fn start(
             .map(Arc::new),
         None => None,
     };
-    let access_log =
-        AccessLog::start(&config.access_log).map_err(|reason| AppError::AccessLog { reason })?;
+    let access_log = AccessLog::start(&config.access_log).map_err(AppError::AccessLog)?;
     let (trigger, drain) = Drain::new();
     let tracker = TaskTracker::new();
     let shared = build::Shared {
