@@ -98,6 +98,39 @@ fn text(status: StatusCode, body: String) -> Response<Full<Bytes>> {
     )
 }
 
+/// How the body is encoded, from its Content-Encoding and Content-Type;
+/// the refusal when it is not one we read.
+fn encoding_of(headers: &http::HeaderMap) -> Result<Encoding, Box<Response<Full<Bytes>>>> {
+    let encoded = headers
+        .get(header::CONTENT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| !v.eq_ignore_ascii_case("identity"));
+    if encoded {
+        return Err(Box::new(text(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "compressed OTLP is not supported here: unset OTEL_EXPORTER_OTLP_COMPRESSION".into(),
+        )));
+    }
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let mime = content_type.split(';').next().unwrap_or("").trim();
+    let encoding = match mime.to_ascii_lowercase().as_str() {
+        "application/x-protobuf" | "application/protobuf" => Encoding::Protobuf,
+        "application/json" => Encoding::Json,
+        _ => {
+            return Err(Box::new(text(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                format!(
+                    "unsupported content-type {content_type:?}: send application/x-protobuf or application/json"
+                ),
+            )));
+        }
+    };
+    Ok(encoding)
+}
+
 async fn handle_http(req: Request<Incoming>, collector: &Collector) -> Response<Full<Bytes>> {
     if req.uri().path() != "/v1/traces" {
         return text(
@@ -114,34 +147,9 @@ async fn handle_http(req: Request<Incoming>, collector: &Collector) -> Response<
             .insert(header::ALLOW, HeaderValue::from_static("POST"));
         return resp;
     }
-    let encoded = req
-        .headers()
-        .get(header::CONTENT_ENCODING)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| !v.eq_ignore_ascii_case("identity"));
-    if encoded {
-        return text(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "compressed OTLP is not supported here: unset OTEL_EXPORTER_OTLP_COMPRESSION".into(),
-        );
-    }
-    let content_type = req
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    let mime = content_type.split(';').next().unwrap_or("").trim();
-    let encoding = match mime.to_ascii_lowercase().as_str() {
-        "application/x-protobuf" | "application/protobuf" => Encoding::Protobuf,
-        "application/json" => Encoding::Json,
-        _ => {
-            return text(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                format!(
-                    "unsupported content-type {content_type:?}: send application/x-protobuf or application/json"
-                ),
-            );
-        }
+    let encoding = match encoding_of(req.headers()) {
+        Ok(e) => e,
+        Err(refusal) => return *refusal,
     };
     let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
         Ok(body) => body.to_bytes(),

@@ -206,13 +206,19 @@ impl TlsServer {
             return None;
         }
         self.stats.handshakes.fetch_add(1, Ordering::Relaxed);
-        let leaf = tls
-            .get_ref()
-            .1
-            .peer_certificates()
-            .and_then(|c| c.first())
-            .cloned();
-        let peer = match (self.mode, leaf) {
+        let peer = self.peer_identity(tls.get_ref().1, peer_addr);
+        Some((tls, peer))
+    }
+
+    /// Who the peer is (mutual TLS) and whether the allow-list admits it;
+    /// a refusal is logged and counted here.
+    fn peer_identity(
+        &self,
+        conn: &ServerConnection,
+        peer_addr: Option<std::net::SocketAddr>,
+    ) -> PeerIdentity {
+        let leaf = conn.peer_certificates().and_then(|c| c.first()).cloned();
+        match (self.mode, leaf) {
             (TlsMode::Mutual, Some(leaf)) => {
                 let id = mesh_ca::svid_spiffe_id(&leaf).ok();
                 let is_allowed = id.as_ref().is_some_and(|id| self.allow.admits(id));
@@ -235,8 +241,7 @@ impl TlsServer {
                 cert_sha256: None,
                 is_allowed: self.mode == TlsMode::Server,
             },
-        };
-        Some((tls, peer))
+        }
     }
 
     /// A resumed session carries the chain verified when it was first

@@ -68,18 +68,7 @@ impl Observe {
         peer_identity: Option<String>,
     ) -> Box<Exchange> {
         let headers = match &self.access_log {
-            Some(log) => log
-                .wanted
-                .iter()
-                .map(|w| {
-                    let value = req.headers().get(w).map(Record::capture);
-                    // HTTP/2 carries the authority as `:authority`, not Host.
-                    match (value, w == http::header::HOST, req.uri().authority()) {
-                        (None, true, Some(a)) => HeaderValue::from_str(a.as_str()).ok(),
-                        (v, _, _) => v,
-                    }
-                })
-                .collect(),
+            Some(log) => captured_headers(log, req),
             None => Vec::new(),
         };
         let path = req
@@ -88,42 +77,7 @@ impl Observe {
             .map_or("/", |p| p.as_str())
             .to_owned();
         let cx = self.tracing.as_ref().map(|t| {
-            let mut attrs = vec![
-                KeyValue::new("http.request.method", req.method().to_string()),
-                KeyValue::new("url.path", req.uri().path().to_owned()),
-                KeyValue::new("network.peer.address", downstream.ip().to_string()),
-                KeyValue::new("mesh.listener", listener.to_string()),
-            ];
-            let host = req
-                .uri()
-                .authority()
-                .map(|a| a.host().to_owned())
-                .or_else(|| {
-                    req.headers()
-                        .get(http::header::HOST)
-                        .and_then(|h| h.to_str().ok())
-                        .map(|h| h.split(':').next().unwrap_or(h).to_owned())
-                });
-            if let Some(host) = host {
-                attrs.push(KeyValue::new("server.address", host));
-            }
-            if let Some(ua) = req
-                .headers()
-                .get(http::header::USER_AGENT)
-                .and_then(|v| v.to_str().ok())
-            {
-                attrs.push(KeyValue::new("user_agent.original", ua.to_owned()));
-            }
-            if let Some(id) = req
-                .headers()
-                .get("x-request-id")
-                .and_then(|v| v.to_str().ok())
-            {
-                attrs.push(KeyValue::new("mesh.request_id", id.to_owned()));
-            }
-            if let Some(peer) = &peer_identity {
-                attrs.push(KeyValue::new("mesh.peer_identity", peer.clone()));
-            }
+            let attrs = span_attributes(req, downstream, listener, peer_identity.as_deref());
             t.start(
                 req.headers(),
                 format!("{listener} {}", req.method()),
@@ -154,6 +108,60 @@ impl Observe {
             flag: "-",
         })
     }
+}
+
+/// The request headers the access log formats name, in their order.
+fn captured_headers(
+    log: &AccessLog,
+    req: &Request<hyper::body::Incoming>,
+) -> Vec<Option<HeaderValue>> {
+    log.wanted
+        .iter()
+        .map(|w| {
+            let value = req.headers().get(w).map(Record::capture);
+            // HTTP/2 carries the authority as `:authority`, not Host.
+            match (value, w == http::header::HOST, req.uri().authority()) {
+                (None, true, Some(a)) => HeaderValue::from_str(a.as_str()).ok(),
+                (v, _, _) => v,
+            }
+        })
+        .collect()
+}
+
+/// The span's attributes known when the request arrives.
+fn span_attributes(
+    req: &Request<hyper::body::Incoming>,
+    downstream: SocketAddr,
+    listener: &str,
+    peer_identity: Option<&str>,
+) -> Vec<KeyValue> {
+    let mut attrs = vec![
+        KeyValue::new("http.request.method", req.method().to_string()),
+        KeyValue::new("url.path", req.uri().path().to_owned()),
+        KeyValue::new("network.peer.address", downstream.ip().to_string()),
+        KeyValue::new("mesh.listener", listener.to_owned()),
+    ];
+    let header = |name| req.headers().get(name).and_then(|v| v.to_str().ok());
+    let host = req
+        .uri()
+        .authority()
+        .map(|a| a.host().to_owned())
+        .or_else(|| {
+            header(http::header::HOST).map(|h| h.split(':').next().unwrap_or(h).to_owned())
+        });
+    if let Some(host) = host {
+        attrs.push(KeyValue::new("server.address", host));
+    }
+    if let Some(ua) = header(http::header::USER_AGENT) {
+        attrs.push(KeyValue::new("user_agent.original", ua.to_owned()));
+    }
+    if let Some(id) = header(http::HeaderName::from_static("x-request-id")) {
+        attrs.push(KeyValue::new("mesh.request_id", id.to_owned()));
+    }
+    if let Some(peer) = peer_identity {
+        attrs.push(KeyValue::new("mesh.peer_identity", peer.to_owned()));
+    }
+    attrs
 }
 
 fn protocol(v: http::Version) -> &'static str {

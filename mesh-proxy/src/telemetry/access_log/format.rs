@@ -163,87 +163,93 @@ fn header<'a>(record: &'a Record, wanted: &[HeaderName], name: &str) -> Option<&
 
 pub(super) fn render(format: &Format, r: &Record, wanted: &[HeaderName], out: &mut String) {
     match format {
-        Format::Json => {
-            // A borrowed struct serialized straight into the line: no map
-            // of owned values per record (the writer thread is this
-            // process's CPU too).
-            let line = JsonLine {
-                start_time: rfc3339(r.start),
-                method: r.method.as_str(),
-                path: &r.path,
-                protocol: r.protocol,
-                response_code: r.status,
-                response_flags: r.flag,
-                bytes_received: r.bytes_received,
-                bytes_sent: r.bytes_sent,
-                duration_ms: r.duration.as_millis() as u64,
-                upstream_host: r.upstream_host,
-                upstream_cluster: r.upstream_cluster.as_deref(),
-                upstream_service_time_ms: r.upstream_ms,
-                downstream_remote_address: r.downstream,
-                listener: &r.listener,
-                route: r.route.as_deref(),
-                attempts: r.attempts,
-                request_id: header(r, wanted, "x-request-id"),
-                authority: header(r, wanted, "host"),
-                user_agent: header(r, wanted, "user-agent"),
-                x_forwarded_for: header(r, wanted, "x-forwarded-for"),
-                trace_id: r.trace_id.as_deref(),
-                peer_identity: r.peer_identity.as_deref(),
-            };
-            // Serializing plain strings and numbers cannot fail.
-            let mut buf = std::mem::take(out).into_bytes();
-            let _ = serde_json::to_writer(&mut buf, &line);
-            *out = String::from_utf8(buf).unwrap_or_default();
-        }
+        Format::Json => render_json(r, wanted, out),
         Format::Tokens(tokens) => {
             for t in tokens {
-                let _ = match t {
-                    Token::Literal(s) => {
-                        out.push_str(s);
-                        Ok(())
-                    }
-                    Token::StartTime => write!(out, "{}", rfc3339(r.start)),
-                    Token::Method => write!(out, "{}", r.method),
-                    Token::Path => write!(out, "{}", r.path),
-                    Token::Protocol => write!(out, "{}", r.protocol),
-                    Token::ResponseCode => write!(out, "{}", r.status),
-                    Token::ResponseFlags => write!(out, "{}", r.flag),
-                    Token::BytesReceived => write!(out, "{}", r.bytes_received),
-                    Token::BytesSent => write!(out, "{}", r.bytes_sent),
-                    Token::Duration => write!(out, "{}", r.duration.as_millis()),
-                    Token::UpstreamHost => write!(
-                        out,
-                        "{}",
-                        r.upstream_host.map_or("-".to_owned(), |a| a.to_string())
-                    ),
-                    Token::UpstreamCluster => {
-                        write!(out, "{}", r.upstream_cluster.as_deref().unwrap_or("-"))
-                    }
-                    Token::UpstreamServiceTime => write!(
-                        out,
-                        "{}",
-                        r.upstream_ms.map_or("-".to_owned(), |m| m.to_string())
-                    ),
-                    Token::DownstreamRemoteAddress => write!(out, "{}", r.downstream),
-                    Token::RouteName => write!(out, "{}", r.route.as_deref().unwrap_or("-")),
-                    Token::TraceId => write!(out, "{}", r.trace_id.as_deref().unwrap_or("-")),
-                    Token::PeerIdentity => {
-                        write!(out, "{}", r.peer_identity.as_deref().unwrap_or("-"))
-                    }
-                    Token::Req(i) => write!(
-                        out,
-                        "{}",
-                        r.headers
-                            .get(*i)
-                            .and_then(|v| v.as_ref())
-                            .and_then(|v| v.to_str().ok())
-                            .unwrap_or("-")
-                    ),
-                };
+                render_token(t, r, out);
             }
         }
     }
+}
+
+fn render_json(r: &Record, wanted: &[HeaderName], out: &mut String) {
+    // A borrowed struct serialized straight into the line: no map
+    // of owned values per record (the writer thread is this
+    // process's CPU too).
+    let line = JsonLine {
+        start_time: rfc3339(r.start),
+        method: r.method.as_str(),
+        path: &r.path,
+        protocol: r.protocol,
+        response_code: r.status,
+        response_flags: r.flag,
+        bytes_received: r.bytes_received,
+        bytes_sent: r.bytes_sent,
+        duration_ms: r.duration.as_millis() as u64,
+        upstream_host: r.upstream_host,
+        upstream_cluster: r.upstream_cluster.as_deref(),
+        upstream_service_time_ms: r.upstream_ms,
+        downstream_remote_address: r.downstream,
+        listener: &r.listener,
+        route: r.route.as_deref(),
+        attempts: r.attempts,
+        request_id: header(r, wanted, "x-request-id"),
+        authority: header(r, wanted, "host"),
+        user_agent: header(r, wanted, "user-agent"),
+        x_forwarded_for: header(r, wanted, "x-forwarded-for"),
+        trace_id: r.trace_id.as_deref(),
+        peer_identity: r.peer_identity.as_deref(),
+    };
+    // Serializing plain strings and numbers cannot fail.
+    let mut buf = std::mem::take(out).into_bytes();
+    let _ = serde_json::to_writer(&mut buf, &line);
+    *out = String::from_utf8(buf).unwrap_or_default();
+}
+
+fn render_token(t: &Token, r: &Record, out: &mut String) {
+    let _ = match t {
+        Token::Literal(s) => {
+            out.push_str(s);
+            Ok(())
+        }
+        Token::StartTime => write!(out, "{}", rfc3339(r.start)),
+        Token::Method => write!(out, "{}", r.method),
+        Token::Path => write!(out, "{}", r.path),
+        Token::Protocol => write!(out, "{}", r.protocol),
+        Token::ResponseCode => write!(out, "{}", r.status),
+        Token::ResponseFlags => write!(out, "{}", r.flag),
+        Token::BytesReceived => write!(out, "{}", r.bytes_received),
+        Token::BytesSent => write!(out, "{}", r.bytes_sent),
+        Token::Duration => write!(out, "{}", r.duration.as_millis()),
+        Token::UpstreamHost => write!(
+            out,
+            "{}",
+            r.upstream_host.map_or("-".to_owned(), |a| a.to_string())
+        ),
+        Token::UpstreamCluster => {
+            write!(out, "{}", r.upstream_cluster.as_deref().unwrap_or("-"))
+        }
+        Token::UpstreamServiceTime => write!(
+            out,
+            "{}",
+            r.upstream_ms.map_or("-".to_owned(), |m| m.to_string())
+        ),
+        Token::DownstreamRemoteAddress => write!(out, "{}", r.downstream),
+        Token::RouteName => write!(out, "{}", r.route.as_deref().unwrap_or("-")),
+        Token::TraceId => write!(out, "{}", r.trace_id.as_deref().unwrap_or("-")),
+        Token::PeerIdentity => {
+            write!(out, "{}", r.peer_identity.as_deref().unwrap_or("-"))
+        }
+        Token::Req(i) => write!(
+            out,
+            "{}",
+            r.headers
+                .get(*i)
+                .and_then(|v| v.as_ref())
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("-")
+        ),
+    };
 }
 
 #[cfg(test)]
