@@ -8,6 +8,7 @@
 //! `Ok(())` (continue) or an `Err` that becomes the local reply. A policy
 //! that is not configured is a `None` and costs a branch.
 
+pub mod fault;
 pub(crate) mod rate_limit;
 
 use crate::config::RateLimitSpec;
@@ -19,6 +20,7 @@ use crate::router::ProxyError;
 #[derive(Debug, Clone, Default)]
 pub struct RoutePolicies {
     pub rate_limit: Option<RateLimitSpec>,
+    pub fault: Option<fault::FaultSpec>,
 }
 
 impl RoutePolicies {
@@ -29,6 +31,10 @@ impl RoutePolicies {
                 .rate_limit
                 .take()
                 .and_then(|r| rate_limit::validate(cx, &join(at, "rate_limit"), r)),
+            fault: raw
+                .fault
+                .take()
+                .and_then(|f| fault::validate(cx, &join(at, "fault"), f)),
         }
     }
 }
@@ -47,24 +53,31 @@ pub struct RequestView<'a> {
 #[derive(Debug, Default)]
 pub struct Policies {
     rate_limit: Option<rate_limit::RateLimit>,
+    fault: Option<(fault::Fault, fault::FaultCounters)>,
 }
 
 impl Policies {
     pub fn build(spec: &RoutePolicies) -> Self {
         Self {
             rate_limit: spec.rate_limit.map(rate_limit::RateLimit::new),
+            fault: spec
+                .fault
+                .clone()
+                .map(|f| (fault::Fault::new(f), fault::FaultCounters::default())),
         }
     }
 
     /// Whether any policy is configured on the route (else the stages
     /// are skipped whole).
     pub fn is_configured(&self) -> bool {
-        self.rate_limit.is_some()
+        self.rate_limit.is_some() || self.fault.is_some()
     }
 
     /// The policy stages, in order; the first that answers ends the request.
     pub async fn apply(&self, req: &RequestView<'_>) -> Result<(), ProxyError> {
-        let _ = req;
+        if let Some((fault, counters)) = &self.fault {
+            fault.apply(req, counters).await?;
+        }
         if let Some(rl) = &self.rate_limit {
             rl.check()?;
         }
@@ -74,6 +87,8 @@ impl Policies {
     /// Visits every counter of this route's policies, by its name below
     /// `route.<listener>.<route>.` (e.g. `fault.aborted`).
     pub fn counters(&self, visit: &mut dyn FnMut(&'static str, u64)) {
-        let _ = visit;
+        if let Some((_, counters)) = &self.fault {
+            counters.visit(visit);
+        }
     }
 }
