@@ -174,6 +174,12 @@ fn route(r: &RouteSpec) -> Value {
         out["rate_limit"] =
             json!({ "requests_per_second": rl.requests_per_second, "burst": rl.burst });
     }
+    if let Some(fault) = &r.policies.fault {
+        out["fault"] = json!(fault);
+        if !fault.headers.is_empty() {
+            out["fault"]["headers"] = header_pairs(&fault.headers);
+        }
+    }
     out
 }
 
@@ -330,5 +336,19 @@ mod tests {
         let v = header_pairs(&pairs);
         assert_eq!(v["authorization"], REDACTED);
         assert_eq!(v["x-env"], "prod");
+    }
+
+    #[test]
+    fn a_route_fault_is_dumped_with_credential_headers_redacted() {
+        let yaml = "listeners:\n  - name: web\n    address: 127.0.0.1:8000\n    routes:\n      - cluster: app\n        fault: { delay: { fixed: 250ms, percent: 10 }, abort: { status: 503 }, from: [spiffe://mesh.local/web], headers: { authorization: secret, x-chaos: on } }\nclusters:\n  - { name: app, endpoints: [127.0.0.1:9000] }\n";
+        let config =
+            crate::config::load_str(yaml, "proxy.yaml", std::path::Path::new("/nonexistent"))
+                .expect("valid");
+        let fault = &dump(&config)["listeners"][0]["routes"][0]["fault"];
+        assert_eq!(fault["delay"], json!({ "fixed": "250ms", "percent": 10.0 }));
+        assert_eq!(fault["abort"], json!({ "status": 503, "percent": 100.0 }));
+        assert_eq!(fault["from"], json!(["spiffe://mesh.local/web"]));
+        assert_eq!(fault["headers"]["authorization"], REDACTED);
+        assert_eq!(fault["headers"]["x-chaos"], "on");
     }
 }

@@ -12,7 +12,7 @@
 //! parse; those carry line:column.
 
 mod error;
-mod introspect;
+pub(crate) mod introspect;
 pub mod model;
 mod parse;
 pub(crate) mod raw;

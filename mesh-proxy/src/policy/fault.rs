@@ -47,6 +47,17 @@ pub(crate) struct AbortConfig {
     pub percent: Option<f64>,
 }
 
+/// The keys of `fault` (`rest` = "") and of its parts (".delay", ".abort").
+pub(crate) fn fields_at(rest: &str) -> Option<&'static [&'static str]> {
+    use crate::config::introspect::fields_of;
+    match rest {
+        "" => Some(fields_of::<FaultConfig>()),
+        ".delay" => Some(fields_of::<DelayConfig>()),
+        ".abort" => Some(fields_of::<AbortConfig>()),
+        _ => None,
+    }
+}
+
 /// A validated `routes[].fault`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FaultSpec {

@@ -137,7 +137,7 @@ fn bad_fault_values_are_named_by_key_path() {
     assert_error(
         "{ abort: { status: 503, percnt: 5 } }",
         ".abort.percnt",
-        "unknown key",
+        "unknown key \"percnt\" (did you mean \"percent\"?)",
     );
 }
 

@@ -39,6 +39,17 @@ impl RoutePolicies {
     }
 }
 
+/// The keys of the policies' nested config below `listeners[*].routes[*]`
+/// (`rest` as `.fault.abort`), for unknown-key hints; `None` where no
+/// policy has a struct.
+pub(crate) fn fields_at(rest: &str) -> Option<&'static [&'static str]> {
+    use crate::config::introspect::fields_of;
+    match rest {
+        ".rate_limit" => Some(fields_of::<crate::config::raw::RateLimitConfig>()),
+        _ => fault::fields_at(rest.strip_prefix(".fault")?),
+    }
+}
+
 /// What a policy may look at: the request after routing.
 pub struct RequestView<'a> {
     pub method: &'a http::Method,
