@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use crate::app::Runtime;
 use crate::cluster::Cluster;
 use crate::identity::server::FailReason;
-use crate::router::HttpStats;
+use crate::router::{HttpStats, RouteTable};
 use crate::telemetry::metrics::{HistogramSnapshot, RejectReason};
 
 use super::families::FAMILIES;
@@ -73,6 +73,7 @@ impl Stats {
         for l in &rt.topology().listeners {
             if let Some(http) = &l.http {
                 out.listener(&l.name, &http.stats);
+                out.routes(&l.name, &http.routes.load());
             }
             if let Some(tls) = &l.tls {
                 let lab = || vec![("listener", l.name.clone())];
@@ -105,6 +106,17 @@ impl Stats {
         out.server(rt, is_live);
         out.samples.sort_by(|a, b| a.name.cmp(&b.name));
         out
+    }
+
+    /// `route.<listener>.<route>.<counter>`: the counters of every
+    /// route's policies (`fault.aborted`, …), dotted only.
+    fn routes(&mut self, listener: &str, table: &RouteTable) {
+        for route in table.routes() {
+            let p = format!("route.{listener}.{}.", route.local_name(listener));
+            route.policies.counters(&mut |name, v| {
+                self.add(format!("{p}{name}"), None, Vec::new(), int(v));
+            });
+        }
     }
 
     fn listener(&mut self, name: &str, s: &HttpStats) {

@@ -125,6 +125,9 @@ pub struct Runtime {
     pub tracing: Option<Arc<Tracing>>,
     /// The access logs, when configured (reopened on SIGUSR1).
     pub access_log: Option<Arc<AccessLog>>,
+    /// Live fault overrides (admin `/fault`), read by every route table;
+    /// they outlive reloads.
+    pub faults: Arc<crate::policy::FaultOverrides>,
 }
 
 impl Runtime {
@@ -191,12 +194,14 @@ pub fn start(
     let access_log = AccessLog::start(&config.access_log).map_err(anyhow::Error::msg)?;
     let (trigger, drain) = Drain::new();
     let tracker = TaskTracker::new();
+    let faults = Arc::new(crate::policy::FaultOverrides::default());
     let shared = build::Shared {
         identity: &identity,
         tracing: &tracing,
         access_log: &access_log,
         drain: &drain,
         tracker: &tracker,
+        faults: &faults,
     };
     let prepared = config
         .listeners
@@ -221,6 +226,7 @@ pub fn start(
         reloads: Default::default(),
         tracing,
         access_log,
+        faults,
     })
 }
 

@@ -76,6 +76,7 @@ fn shared(rt: &Runtime) -> Shared<'_> {
         access_log: &rt.access_log,
         drain: &rt.drain_watch,
         tracker: &rt.tracker,
+        faults: &rt.faults,
     }
 }
 
@@ -94,7 +95,8 @@ async fn prepare(rt: &Runtime, running: &RunningSet, new: &Config) -> Result<Pla
         });
         match old {
             Some(i) => {
-                let table = build::routes(spec, &clusters).map_err(|e| format!("{e:#}"))?;
+                let table =
+                    build::routes(spec, &clusters, &rt.faults).map_err(|e| format!("{e:#}"))?;
                 keep.push((i, spec.clone(), table));
             }
             None => changed.push(spec),

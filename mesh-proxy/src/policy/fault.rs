@@ -162,7 +162,7 @@ fn abort(cx: &mut Ctx<'_>, at: &str, raw: AbortConfig) -> Option<FaultAbort> {
 }
 
 /// A status an injected abort may answer: a client or server error.
-fn abort_status(code: u32) -> Result<StatusCode, String> {
+pub(crate) fn abort_status(code: u32) -> Result<StatusCode, String> {
     u16::try_from(code)
         .ok()
         .filter(|c| (400..=599).contains(c))
@@ -176,14 +176,18 @@ fn abort_status(code: u32) -> Result<StatusCode, String> {
 fn percent(cx: &mut Ctx<'_>, at: &str, value: Option<f64>) -> Option<f64> {
     match value {
         None => Some(ALL),
-        Some(p) if (0.0..=100.0).contains(&p) => Some(p),
-        Some(p) => {
-            cx.error(
-                &join(at, "percent"),
-                format!("{p} is invalid: expected 0 to 100 (fractions allowed, as 0.5)"),
-            );
-            None
-        }
+        Some(p) => share(p).map_err(|e| cx.error(&join(at, "percent"), e)).ok(),
+    }
+}
+
+/// A share of the requests in percent: 0–100, fractions allowed.
+pub(crate) fn share(percent: f64) -> Result<f64, String> {
+    if (0.0..=ALL).contains(&percent) {
+        Ok(percent)
+    } else {
+        Err(format!(
+            "{percent} is invalid: expected 0 to 100 (fractions allowed, as 0.5)"
+        ))
     }
 }
 
@@ -239,6 +243,11 @@ pub(crate) struct FaultCounters {
 }
 
 impl FaultCounters {
+    /// Whether anything was injected yet.
+    pub(crate) fn any(&self) -> bool {
+        self.aborted.load(Ordering::Relaxed) > 0 || self.delayed.load(Ordering::Relaxed) > 0
+    }
+
     pub(crate) fn visit(&self, visit: &mut dyn FnMut(&'static str, u64)) {
         visit("fault.aborted", self.aborted.load(Ordering::Relaxed));
         visit("fault.delayed", self.delayed.load(Ordering::Relaxed));

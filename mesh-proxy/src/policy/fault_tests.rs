@@ -252,3 +252,51 @@ async fn from_and_headers_limit_the_fault_to_some_requests() {
     assert!(p.apply(&view(&chaos, None)).await.is_ok());
     assert_eq!(counters(&p)[0], ("fault.aborted", 1));
 }
+
+#[tokio::test]
+async fn a_live_override_replaces_the_file_fault_and_costs_nothing_when_none_is_active() {
+    let registry = std::sync::Arc::new(crate::policy::FaultOverrides::default());
+    let mut unconfigured = Policies::build(&RoutePolicies::default());
+    unconfigured.attach_fault_overrides(&registry, "edge/live".into());
+    let mut configured = policies(spec(None, Some((500, 100.0))));
+    configured.attach_fault_overrides(&registry, "edge/chaos".into());
+    assert!(
+        !unconfigured.is_configured(),
+        "no override: the stages are skipped"
+    );
+    let headers = HeaderMap::new();
+    assert_eq!(
+        configured
+            .apply(&view(&headers, None))
+            .await
+            .unwrap_err()
+            .status(),
+        500
+    );
+    let ttl = Duration::from_secs(60);
+    let abort = |status: u16| spec(None, Some((status, 100.0))).abort;
+    registry.install("edge/live", None, abort(503), ttl);
+    registry.install("edge/chaos", None, abort(429), ttl);
+    assert!(unconfigured.is_configured());
+    let err = unconfigured.apply(&view(&headers, None)).await.unwrap_err();
+    assert_eq!(
+        (err.status().as_u16(), err.flag()),
+        (503, ResponseFlag::FaultInjected)
+    );
+    let err = configured.apply(&view(&headers, None)).await.unwrap_err();
+    assert_eq!(
+        err.status().as_u16(),
+        429,
+        "the override replaces the file's fault"
+    );
+    assert_eq!(
+        counters(&unconfigured),
+        [("fault.aborted", 1), ("fault.delayed", 0)]
+    );
+    assert_eq!(
+        counters(&configured),
+        [("fault.aborted", 2), ("fault.delayed", 0)]
+    );
+    registry.clear("edge/live");
+    assert!(unconfigured.apply(&view(&headers, None)).await.is_ok());
+}

@@ -88,6 +88,17 @@ impl Route {
                 .all(|(name, value)| headers.get_all(name).iter().any(|v| v == value))
     }
 
+    /// The route's name within `listener`: `abort20` for a named route,
+    /// `3` for the default `edge/3` (the `<listener>/` prefix dropped).
+    /// `<listener>/<local name>` is its id for admin fault overrides, and
+    /// `route.<listener>.<local name>.` prefixes its `/stats` counters.
+    pub fn local_name<'a>(&'a self, listener: &str) -> &'a str {
+        self.name
+            .strip_prefix(listener)
+            .and_then(|rest| rest.strip_prefix('/'))
+            .unwrap_or(&self.name)
+    }
+
     /// The path to send upstream, from the normalized `path` whose
     /// `;parameter`-free view this route matched: `rewrite_prefix` replaces
     /// the matched prefix (prefix routes) or the whole path (exact routes).
@@ -150,6 +161,23 @@ impl RouteTable {
             });
         }
         Ok(Self { routes })
+    }
+
+    pub fn routes(&self) -> &[Route] {
+        &self.routes
+    }
+
+    /// Lets the live fault overrides of `registry` apply to every route,
+    /// each by its id `<listener>/<local name>`.
+    pub fn attach_fault_overrides(
+        &mut self,
+        listener: &str,
+        registry: &Arc<crate::policy::FaultOverrides>,
+    ) {
+        for route in &mut self.routes {
+            let id = Arc::from(format!("{listener}/{}", route.local_name(listener)));
+            route.policies.attach_fault_overrides(registry, id);
+        }
     }
 
     pub fn find(
