@@ -152,12 +152,12 @@ fn render(args: &FaultArgs, v: &Value) -> String {
             return format!("no fault overrides on {}\n", args.admin);
         }
         let mut out = format!(
-            "{:<32} {:<14} {:<16} REVERTS IN\n",
+            "{:<32} {:<20} {:<22} REVERTS IN\n",
             "ROUTE", "ABORT", "DELAY"
         );
         for o in list {
             out.push_str(&format!(
-                "{:<32} {:<14} {:<16} {}\n",
+                "{:<32} {:<20} {:<22} {}\n",
                 o["route"].as_str().unwrap_or("?"),
                 abort_of(o).unwrap_or_else(|| "-".into()),
                 delay_of(o).unwrap_or_else(|| "-".into()),
