@@ -135,12 +135,7 @@ impl Ca {
             what: "sign the CA certificate",
             source,
         })?;
-        Ca::from_parts(
-            cert.der().to_vec(),
-            cert.pem(),
-            key,
-            Path::new(CA_CERT_FILE),
-        )
+        Ca::from_parts(cert.der().to_vec(), key, Path::new(CA_CERT_FILE))
     }
 
     /// Reads `ca.key` and `ca.crt` from `dir`, as [`Ca::save`] wrote them.
@@ -177,16 +172,10 @@ impl Ca {
                 });
             }
         }
-        let pem = String::from_utf8_lossy(&cert_bytes).into_owned();
-        Ca::from_parts(cert_der.to_vec(), pem, key, &cert_path)
+        Ca::from_parts(cert_der.to_vec(), key, &cert_path)
     }
 
-    fn from_parts(
-        cert_der: Vec<u8>,
-        cert_pem: String,
-        key: KeyPair,
-        cert_path: &Path,
-    ) -> Result<Ca, CaError> {
+    fn from_parts(cert_der: Vec<u8>, key: KeyPair, cert_path: &Path) -> Result<Ca, CaError> {
         let (trust_domain, not_after) = {
             let (_, cert) =
                 X509Certificate::from_der(&cert_der).map_err(|e| CaError::BadCaFile {
@@ -217,8 +206,8 @@ impl Ca {
                 what: "use the CA certificate as issuer",
                 source,
             })?;
-        // Normalize to exactly one PEM block so `cert_pem()` is a clean bundle.
-        let cert_pem = pem_of(&cert_der).unwrap_or(cert_pem);
+        // Exactly one PEM block, so `cert_pem()` is a clean bundle.
+        let cert_pem = pem_of(&cert_der);
         Ok(Ca {
             trust_domain,
             cert_pem,
@@ -356,17 +345,13 @@ fn trust_domain_of(cert: &X509Certificate<'_>, path: &Path) -> Result<String, Ca
     Ok(td.to_owned())
 }
 
-/// A DER certificate as one PEM block.
-pub(crate) fn pem_of(der: &[u8]) -> Option<String> {
-    use base64::Engine;
-    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
-    let mut out = String::from("-----BEGIN CERTIFICATE-----\n");
-    for line in b64.as_bytes().chunks(64) {
-        out.push_str(std::str::from_utf8(line).ok()?);
-        out.push('\n');
-    }
-    out.push_str("-----END CERTIFICATE-----\n");
-    Some(out)
+/// A DER certificate as one PEM block (64-column base64, `\n` line ends).
+pub(crate) fn pem_of(der: &[u8]) -> String {
+    let block = pem::Pem::new("CERTIFICATE", der);
+    pem::encode_config(
+        &block,
+        pem::EncodeConfig::new().set_line_ending(pem::LineEnding::LF),
+    )
 }
 
 #[cfg(test)]

@@ -15,6 +15,7 @@ use rustls::{CertificateError, DigitallySignedStruct, Error, RootCertStore, Sign
 use crate::ca::IssueRequest;
 use crate::error::CaError;
 use crate::spiffe::{SpiffeId, SpiffeIdError};
+use crate::verify::{HandshakeSignatures, refused};
 
 /// The service name of the CA server's SPIFFE ID.
 pub const CA_SERVICE: &str = "mesh-ca";
@@ -60,6 +61,7 @@ pub(crate) fn check_workload_request(req: &IssueRequest) -> Result<(), CaError> 
 #[derive(Debug)]
 pub struct CaServerVerifier {
     inner: Arc<WebPkiServerVerifier>,
+    signatures: HandshakeSignatures,
     expected: Vec<SpiffeId>,
 }
 
@@ -89,10 +91,15 @@ impl CaServerVerifier {
                 expected.push(id);
             }
         }
+        let signatures = HandshakeSignatures::new(&provider);
         let inner = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)
             .build()
             .map_err(|e| Error::General(e.to_string()))?;
-        Ok(Self { inner, expected })
+        Ok(Self {
+            inner,
+            signatures,
+            expected,
+        })
     }
 }
 
@@ -123,9 +130,7 @@ impl ServerCertVerifier for CaServerVerifier {
                     .collect::<Vec<_>>()
                     .join(" or ");
                 let found = other.map_or("not an X.509-SVID".to_owned(), |id| id.to_string());
-                Err(Error::InvalidCertificate(CertificateError::Other(
-                    rustls::OtherError(Arc::new(NotTheCa { found, expected })),
-                )))
+                Err(refused(NotTheCa { found, expected }))
             }
         }
     }
@@ -136,7 +141,7 @@ impl ServerCertVerifier for CaServerVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, Error> {
-        self.inner.verify_tls12_signature(message, cert, dss)
+        self.signatures.tls12(message, cert, dss)
     }
 
     fn verify_tls13_signature(
@@ -145,11 +150,11 @@ impl ServerCertVerifier for CaServerVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, Error> {
-        self.inner.verify_tls13_signature(message, cert, dss)
+        self.signatures.tls13(message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.inner.supported_verify_schemes()
+        self.signatures.schemes()
     }
 }
 

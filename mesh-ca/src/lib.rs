@@ -7,7 +7,9 @@
 //!   ([`Ca::sign_csr`]) under a [`SignPolicy`].
 //! - [`CaServerVerifier`]: how clients recognise the CA server by its
 //!   identity `spiffe://<td>/mesh-ca`, which workloads can never get.
-//! - [`svid_spiffe_id`]: the X.509-SVID leaf rules, for verifiers.
+//! - [`svid_spiffe_id`]: the X.509-SVID leaf rules, for verifiers;
+//!   [`HandshakeSignatures`], [`peer_svid`] and [`refused`]: what every
+//!   verifier of the mesh (the proxy's both ways, the CA's) shares.
 //! - [`inspect_pem`] / [`verify_chain`]: certificates for people.
 //! - [`token`]: join tokens, signed by the CA key, naming one SPIFFE ID.
 //! - `testing` (feature `test-util`): a test PKI with deliberately defective
@@ -29,6 +31,7 @@ pub mod server;
 mod spiffe;
 mod svid;
 pub mod token;
+mod verify;
 
 #[cfg(any(test, feature = "test-util"))]
 pub mod testing;
@@ -47,3 +50,4 @@ pub use inspect::{
 pub use spiffe::{SpiffeId, SpiffeIdError, SpiffePattern, validate_trust_domain};
 pub use svid::{SvidError, svid_spiffe_id};
 pub use token::{Token, TokenError};
+pub use verify::{HandshakeSignatures, peer_svid, refused};

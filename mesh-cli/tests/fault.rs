@@ -1,7 +1,6 @@
 //! `mesh-cli fault` (the real binary) against the admin API of a real
 //! proxy runtime started in this process.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 /// Bounds every run of the binary.
@@ -20,16 +19,21 @@ clusters:
     endpoints: [127.0.0.1:1]
 ";
 
-/// Starts a proxy runtime with its admin API; returns the admin address.
+/// Serves a proxy with its admin API in this process (until the test's
+/// runtime ends); returns the admin address.
 fn proxy() -> String {
     let cfg = mesh_proxy::config::load_str(YAML, "cli-fault.yaml", std::path::Path::new("."))
         .expect("valid config");
     let bound = mesh_proxy::app::bind_all(&cfg).expect("bind");
-    let runtime = mesh_proxy::app::start(&cfg, bound, None).expect("start");
     let admin = mesh_proxy::admin::AdminListener::bind(([127, 0, 0, 1], 0).into(), None)
         .expect("bind the admin");
     let addr = admin.local_addr().to_string();
-    admin.spawn(Arc::new(runtime));
+    let opts = mesh_proxy::app::ServeOptions {
+        drain_time: Duration::from_secs(1),
+        admin: Some(admin),
+        config_path: None,
+    };
+    tokio::spawn(mesh_proxy::app::serve(cfg, bound, None, opts));
     addr
 }
 

@@ -202,7 +202,12 @@ fn find(c: &mut Criterion) {
     let mut group = c.benchmark_group("route_find");
     for case in cases() {
         let found = table.find(case.host, case.path, &case.method, &case.headers);
-        assert_eq!(found.map(|r| &*r.name), case.expect, "case {}", case.id);
+        assert_eq!(
+            found.map(|r| &*r.name.name),
+            case.expect,
+            "case {}",
+            case.id
+        );
         group.bench_function(case.id, |b| {
             b.iter(|| {
                 table
@@ -236,7 +241,7 @@ fn route<'t>(
             &Method::GET,
             headers,
         )
-        .map(|r| &*r.name)
+        .map(|r| &*r.name.name)
 }
 
 fn normalize_and_find(c: &mut Criterion) {

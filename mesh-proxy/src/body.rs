@@ -6,7 +6,6 @@
 //! that a stream needs: the body idle timeout (no bytes for
 //! `body_idle_timeout` → 408) and the maximum body size (→ 413).
 
-use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
@@ -16,9 +15,12 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
 use crate::config::UnderscoreAction;
-use tokio::time::{Instant, Sleep};
 
+mod guarded;
+mod idle;
 mod replay;
+pub use guarded::Guarded;
+pub(crate) use idle::IdleTimer;
 pub use replay::{REPLAY_LIMIT, ReplayBody, ReplaySource};
 
 /// Why a downstream body stopped before its end.
@@ -44,16 +46,11 @@ pub enum BodyError {
     Superseded,
 }
 
-/// The downstream request body with the idle timeout and size limit applied.
-///
-/// `Unpin` (the HTTP/2 client requires it): the idle timer is boxed, and
-/// only created the first time the body has to wait for bytes, so bodies
-/// that arrive with their headers never allocate one.
+/// The downstream request body with the idle timeout and size limit
+/// applied; `Unpin` (the HTTP/2 client requires it).
 pub struct DownstreamBody {
     inner: Incoming,
-    idle: Option<Pin<Box<Sleep>>>,
-    idle_timeout: Duration,
-    last_data: Instant,
+    idle: IdleTimer,
     received: u64,
     max_bytes: u64,
     /// Shared with the access log record when requests are observed.
@@ -84,9 +81,7 @@ impl DownstreamBody {
     ) -> Self {
         Self {
             inner,
-            idle: None,
-            idle_timeout,
-            last_data: Instant::now(),
+            idle: IdleTimer::new(idle_timeout),
             received: 0,
             max_bytes,
             counted: None,
@@ -121,9 +116,7 @@ impl Body for DownstreamBody {
                         return Poll::Ready(Some(Err(BodyError::TooLarge(this.max_bytes))));
                     }
                 }
-                // Re-arming a timer per frame costs more than a clock read;
-                // the timer is moved only when it fires (below).
-                this.last_data = Instant::now();
+                this.idle.touch();
                 let frame = match frame.into_trailers() {
                     Ok(mut trailers) => {
                         crate::router::headers::sanitize_trailers(&mut trailers, this.underscores);
@@ -136,18 +129,8 @@ impl Body for DownstreamBody {
             Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(BodyError::Downstream(e)))),
             Poll::Ready(None) => Poll::Ready(None),
             Poll::Pending => {
-                let deadline = this.last_data + this.idle_timeout;
-                let idle = this
-                    .idle
-                    .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
-                loop {
-                    ready!(idle.as_mut().poll(cx));
-                    let deadline = this.last_data + this.idle_timeout;
-                    if deadline <= Instant::now() {
-                        return Poll::Ready(Some(Err(BodyError::IdleTimeout(this.idle_timeout))));
-                    }
-                    idle.as_mut().reset(deadline);
-                }
+                ready!(this.idle.poll_expired(cx));
+                Poll::Ready(Some(Err(BodyError::IdleTimeout(this.idle.timeout()))))
             }
         }
     }

@@ -60,14 +60,10 @@ fn main() -> ExitCode {
     let identity = match app::load_identity(&cfg) {
         Ok(identity) => identity,
         Err(e) => {
-            eprintln!("{}: {e:#}", cli.config.display());
+            eprintln!("{}: {:#}", cli.config.display(), anyhow::Error::from(e));
             return ExitCode::FAILURE;
         }
     };
-    if let Err(e) = mesh_proxy::telemetry::access_log::AccessLog::check(&cfg.access_log) {
-        eprintln!("{}: {e}", cli.config.display());
-        return ExitCode::FAILURE;
-    }
     if cli.mode == Mode::Validate {
         println!("OK");
         return ExitCode::SUCCESS;
@@ -122,6 +118,7 @@ fn run(
                 config_path: Some(config_path),
             },
         )
-        .await
+        .await?;
+        Ok(())
     })
 }

@@ -784,3 +784,108 @@ async fn an_upstream_x_mesh_error_is_not_logged_as_this_proxys_flag() {
     let v: Value = serde_json::from_str(&line).expect("a JSON line");
     assert_eq!(v["response_flags"], "-", "{v}");
 }
+
+/// Route names (SPEC §6): a named route logs its name, an unnamed one
+/// `<listener>/<index>`, in json `route` and in `%ROUTE_NAME%`; a request no
+/// route matched logs `-`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn route_names_in_json_and_format_string_logs() {
+    let ledger = LedgerUpstream::start().await.expect("ledger");
+    let port = free_port();
+    let mut named = route_prefix("/live/", "up");
+    named["name"] = json!("live");
+    let cfg = ConfigBuilder::new()
+        .http_listener(
+            "edge",
+            port,
+            vec![named, route_prefix("/unnamed/", "up")],
+        )
+        .cluster("up", &[ledger.addr()])
+        .set(
+            "access_log",
+            json!([
+                {"path": "routes.json", "format": "json"},
+                {"path": "routes.log", "format": "%REQ(X-REQUEST-ID)% %ROUTE_NAME% %RESPONSE_CODE%"},
+            ]),
+        );
+    let proxy = ProxyProcess::start_and_wait(&cfg.build(), &[], &[port])
+        .await
+        .expect("proxy starts");
+    let url = |path: &str| format!("http://127.0.0.1:{port}{path}");
+    for (id, path, status) in [
+        ("rn-named", "/live/x", 200),
+        ("rn-unnamed", "/unnamed/x", 200),
+        ("rn-none", "/nowhere", 404),
+    ] {
+        let sent = send(&url(path), &["-H", &format!("x-request-id: {id}")]).await;
+        assert_eq!(sent.status, status, "{path}: {sent:?}");
+    }
+    let text = proxy.dir().join("routes.log");
+    for (id, route) in [
+        ("rn-named", "live"),
+        ("rn-unnamed", "edge/1"),
+        ("rn-none", "-"),
+    ] {
+        let line = wait_line("routes.log", id, || read(&text)).await;
+        let status = if route == "-" { 404 } else { 200 };
+        assert_eq!(line, format!("{id} {route} {status}"), "%ROUTE_NAME%");
+    }
+    let json_path = proxy.dir().join("routes.json");
+    for (id, route) in [
+        ("rn-named", json!("live")),
+        ("rn-unnamed", json!("edge/1")),
+        ("rn-none", Value::Null),
+    ] {
+        let line = wait_line("routes.json", id, || read(&json_path)).await;
+        let v: Value = serde_json::from_str(&line).expect("json line");
+        assert_eq!(v["route"], route, "json route of {id}: {line}");
+    }
+}
+
+/// In a chain A → B whose last upstream is dead, B answers 503 `UF`
+/// itself; A only relays that answer, so A's record carries no flag of
+/// its own (hop A must not log hop B's verdict as if it had decided it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relayed_local_reply_is_not_logged_as_this_hops_flag() {
+    let (a_port, b_port) = (free_port(), free_port());
+    let dead = free_port();
+    let b = ConfigBuilder::new()
+        .http_listener("b", b_port, vec![route_prefix("/", "dead")])
+        .cluster_with(
+            "dead",
+            &[format!("127.0.0.1:{dead}")],
+            json!({"connect_timeout": "300ms"}),
+        )
+        .set("access_log", json!([{"path": "b.json", "format": "json"}]));
+    let a = ConfigBuilder::new()
+        .http_listener("a", a_port, vec![route_prefix("/", "b")])
+        .cluster("b", &[format!("127.0.0.1:{b_port}")])
+        .set("access_log", json!([{"path": "a.json", "format": "json"}]));
+    let proxy_b = ProxyProcess::start_and_wait(&b.build(), &[], &[b_port])
+        .await
+        .expect("proxy B starts");
+    let proxy_a = ProxyProcess::start_and_wait(&a.build(), &[], &[a_port])
+        .await
+        .expect("proxy A starts");
+    let sent = send(
+        &format!("http://127.0.0.1:{a_port}/relay"),
+        &["-H", "x-request-id: relayed-1"],
+    )
+    .await;
+    assert_eq!(sent.status, 503, "{sent:?}");
+    let (a_path, b_path) = (proxy_a.dir().join("a.json"), proxy_b.dir().join("b.json"));
+    let b_line = wait_line("b.json", "relayed-1", || read(&b_path)).await;
+    let a_line = wait_line("a.json", "relayed-1", || read(&a_path)).await;
+    let (a_rec, b_rec): (Value, Value) = (
+        serde_json::from_str(&a_line).expect("a JSON line from A"),
+        serde_json::from_str(&b_line).expect("a JSON line from B"),
+    );
+    assert_eq!(
+        b_rec["response_flags"], "UF",
+        "B's upstream is dead: {b_rec}"
+    );
+    assert_eq!(
+        a_rec["response_flags"], "-",
+        "A only relayed B's 503: {a_rec}"
+    );
+}

@@ -305,7 +305,9 @@ async fn a_live_override_applies_is_listed_survives_a_reload_and_reverts_by_itse
                 "/filed",
                 json!({ "abort": { "status": 500, "percent": 100 } }),
             ),
-            route_prefix("/live", "app").with("timeout", timeout),
+            route_prefix("/live", "app")
+                .with("timeout", timeout)
+                .with("name", "live"),
         ]
     };
     let s = Setup::start(routes("15s")).await;
@@ -315,14 +317,14 @@ async fn a_live_override_applies_is_listed_survives_a_reload_and_reverts_by_itse
     let (code, body) = s
         .admin_call(
             "POST",
-            "/fault?route=edge/1&abort_status=503&abort_percent=100&ttl=2s",
+            "/fault?route=edge/live&abort_status=503&abort_percent=100&ttl=2s",
         )
         .await;
     assert_eq!(code, 200, "{body}");
     assert_eq!(statuses(&s.url("/live/x"), 10, &[]).await, [503; 10]);
     let (_, listed) = s.admin_call("GET", "/fault").await;
     let listed: Value = serde_json::from_str(&listed).expect("json list");
-    assert_eq!(listed[0]["route"], "edge/1", "{listed}");
+    assert_eq!(listed[0]["route"], "edge/live", "{listed}");
     assert_eq!(listed[0]["abort"]["status"], 503);
 
     // Reverts by itself: the list empties and requests pass, without help.
@@ -333,7 +335,7 @@ async fn a_live_override_applies_is_listed_survives_a_reload_and_reverts_by_itse
     assert!(gone, "the override is still listed");
     assert!(installed.elapsed() >= Duration::from_secs(2));
     assert_eq!(statuses(&s.url("/live/x"), 5, &[]).await, [200; 5]);
-    assert_eq!(s.stat("route.edge.1.fault.aborted").await, Some(10));
+    assert_eq!(s.stat("route.edge.live.fault.aborted").await, Some(10));
 
     // An override replaces the route's own fault, outlives a reload, and
     // `/fault/clear` ends it at once.

@@ -75,12 +75,14 @@ async fn one_request_across_three_proxies_is_one_trace_with_a_span_per_hop() {
         .await
         .expect("sidecar a");
 
+    let mut front_route = route_prefix("/", "a");
+    front_route["name"] = json!("front");
     let edge_cfg = ConfigBuilder::new()
         .set("node", json!({"name": "edge", "service": "edge"}))
         .admin(free_port())
         .set("identity", identity(d, &pki, "edge"))
         .set("tracing", grpc_tracing)
-        .http_listener("public", edge, vec![route_prefix("/", "a")])
+        .http_listener("public", edge, vec![front_route])
         .cluster_with(
             "a",
             &[format!("127.0.0.1:{ingress_a}")],
@@ -139,6 +141,12 @@ async fn one_request_across_three_proxies_is_one_trace_with_a_span_per_hop() {
         "spiffe://mesh.test/a"
     );
     assert_eq!(e["attributes"]["mesh.cluster"], "a");
+    // SPEC §6: `mesh.route` is the route's name, `http.route` its pattern.
+    assert_eq!(e["attributes"]["mesh.route"], "front", "{e}");
+    assert_eq!(ia["attributes"]["mesh.route"], "ingress/0", "{ia}");
+    for s in [e, ia] {
+        assert_eq!(s["attributes"]["http.route"], "/*", "{s}");
+    }
 }
 
 async fn stat(admin: u16, name: &str) -> u64 {

@@ -278,3 +278,17 @@ fn load_refuses_a_leaf_as_ca() {
     std::fs::write(dir.path().join(CA_KEY_FILE), &issued.key_pem).expect("key");
     assert!(matches!(Ca::load(dir.path()), Err(CaError::NotACa { .. })));
 }
+
+#[test]
+fn pem_of_writes_one_lf_block_of_64_columns_that_reads_back() {
+    let ca = ca();
+    let text = pem_of(ca.cert_der());
+    assert!(text.starts_with("-----BEGIN CERTIFICATE-----\n"), "{text}");
+    assert!(text.ends_with("\n-----END CERTIFICATE-----\n"), "{text}");
+    assert!(!text.contains('\r'));
+    let body: Vec<&str> = text.lines().skip(1).collect();
+    let (last, full) = body[..body.len() - 1].split_last().expect("lines");
+    assert!(full.iter().all(|l| l.len() == 64), "{text}");
+    assert!(!last.is_empty() && last.len() <= 64);
+    assert_eq!(der_of(&text), ca.cert_der());
+}

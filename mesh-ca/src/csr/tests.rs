@@ -329,9 +329,8 @@ fn fuzz_corpus_replays_without_panicking() {
 }
 
 fn pem_wrap(label: &str, der: &[u8]) -> String {
-    use base64::Engine;
-    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
-    format!("-----BEGIN {label}-----\n{b64}\n-----END {label}-----\n")
+    let lf = pem::EncodeConfig::new().set_line_ending(pem::LineEnding::LF);
+    pem::encode_config(&pem::Pem::new(label, der), lf)
 }
 
 #[test]

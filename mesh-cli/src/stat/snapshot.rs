@@ -13,6 +13,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 
+use mesh_proxy::telemetry::metrics::cumulative_quantile as quantile;
 use serde_json::Value;
 
 #[derive(Debug, Clone, Default)]
@@ -133,9 +134,10 @@ impl Snapshot {
 }
 
 /// The `q` quantile (0..=1) in ms of the requests between two cumulative
-/// bucket lists, interpolated inside its bucket like Prometheus'
-/// `histogram_quantile`; the `+Inf` bucket reports the highest finite
-/// bound. `None` without requests or when the bucket layouts differ.
+/// bucket lists, by the proxy's own quantile code (interpolated inside its
+/// bucket like Prometheus' `histogram_quantile`; the `+Inf` bucket reports
+/// the highest finite bound). `None` without requests or when the bucket
+/// layouts differ.
 pub fn window_quantile(before: &[(f64, f64)], after: &[(f64, f64)], q: f64) -> Option<f64> {
     let same_layout = before.is_empty()
         || (before.len() == after.len() && before.iter().zip(after).all(|(a, b)| a.0 == b.0));
@@ -152,34 +154,6 @@ pub fn window_quantile(before: &[(f64, f64)], after: &[(f64, f64)], q: f64) -> O
         })
         .collect();
     quantile(&delta, q)
-}
-
-/// Quantile of cumulative buckets.
-pub fn quantile(cumulative: &[(f64, f64)], q: f64) -> Option<f64> {
-    let total = cumulative.last()?.1;
-    if total <= 0.0 {
-        return None;
-    }
-    let rank = q.clamp(0.0, 1.0) * total;
-    let mut lower = 0.0;
-    let mut below = 0.0;
-    let mut highest_finite = 0.0;
-    for &(le, upto) in cumulative {
-        let n = upto - below;
-        if n > 0.0 && upto >= rank {
-            if le.is_infinite() {
-                return Some(highest_finite);
-            }
-            let within = ((rank - below) / n).clamp(0.0, 1.0);
-            return Some(lower + (le - lower) * within);
-        }
-        if le.is_finite() {
-            lower = le;
-            highest_finite = le;
-        }
-        below = upto;
-    }
-    Some(highest_finite)
 }
 
 #[cfg(test)]

@@ -37,11 +37,7 @@ pub(super) fn route_ids<'a>(listeners: impl Iterator<Item = &'a HttpContext>) ->
     for http in listeners {
         let table = http.routes.load();
         for route in table.routes() {
-            ids.push(format!(
-                "{}/{}",
-                http.listener,
-                route.local_name(&http.listener)
-            ));
+            ids.push(route.name.id.to_string());
         }
     }
     ids

@@ -5,7 +5,6 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::Arc;
 
 use http::{Request, Response, StatusCode};
 use http_body_util::BodyExt as _;
@@ -34,7 +33,7 @@ fn admin() -> Admin {
     let bound = app::bind_all(&cfg).unwrap();
     let runtime = app::start(&cfg, bound, None).unwrap();
     Admin::new(
-        Arc::new(runtime),
+        runtime.admin_handle(),
         None,
         SocketAddr::from(([127, 0, 0, 1], 9901)),
     )

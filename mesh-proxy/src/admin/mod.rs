@@ -2,9 +2,10 @@
 //! on a listener of its own: no data-plane route can ever reach it.
 //!
 //! Key types: [`AdminListener`] (bound before anything serves, so a taken
-//! port fails start-up), then `spawn` with the running [`Runtime`]. The
-//! admin reads snapshots and atomics; it mutates only through explicit
-//! handles: the drain trigger (`/quitquitquit`), its own health-check flag
+//! port fails start-up), then `spawn` with an [`AdminHandle`], which `app`
+//! builds: admin defines what it reads and never imports `app`. The admin
+//! reads snapshots and atomics; it mutates only through explicit handles:
+//! the drain trigger (`/quitquitquit`), its own health-check flag
 //! (`/healthcheck/fail|ok`) and the log filter (`/logging`).
 //!
 //! Safety rules (RELIABILITY A1–A4, O17): loopback by default (the config
@@ -25,6 +26,7 @@ mod dashboard;
 mod families;
 mod fault;
 mod guard;
+mod handle;
 mod prometheus;
 mod stats;
 mod views;
@@ -45,8 +47,8 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use serde_json::Value;
 use tokio::net::TcpListener;
 
-use crate::app::Runtime;
 use crate::telemetry::LogControl;
+pub(crate) use handle::{AdminHandle, ListenerInfo, Topology};
 use stats::Stats;
 
 type Body = Full<Bytes>;
@@ -79,8 +81,8 @@ impl AdminListener {
 
     /// Serves the admin API for the life of the process (through the
     /// drain too, so `/ready` can say `DRAINING`).
-    pub fn spawn(self, runtime: Arc<Runtime>) {
-        let admin = Arc::new(Admin::new(runtime, self.logs, self.local_addr));
+    pub(crate) fn spawn(self, handle: AdminHandle) {
+        let admin = Arc::new(Admin::new(handle, self.logs, self.local_addr));
         tracing::info!(address = %self.local_addr, "admin listening");
         let socket = self.socket;
         tokio::spawn(async move {
@@ -114,7 +116,7 @@ impl AdminListener {
 
 /// What `/ready` answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Readiness {
+pub(crate) enum Readiness {
     Live,
     /// Draining, or `POST /healthcheck/fail`.
     Draining,
@@ -133,7 +135,7 @@ impl Readiness {
 }
 
 struct Admin {
-    runtime: Arc<Runtime>,
+    proxy: AdminHandle,
     logs: Option<LogControl>,
     local_addr: SocketAddr,
     health_failed: AtomicBool,
@@ -220,9 +222,9 @@ const ENDPOINTS: &[(&str, Access, &str)] = &[
 ];
 
 impl Admin {
-    fn new(runtime: Arc<Runtime>, logs: Option<LogControl>, local_addr: SocketAddr) -> Self {
+    fn new(proxy: AdminHandle, logs: Option<LogControl>, local_addr: SocketAddr) -> Self {
         Self {
-            runtime,
+            proxy,
             logs,
             local_addr,
             health_failed: AtomicBool::new(false),
@@ -236,10 +238,10 @@ impl Admin {
         }
         let path = req.uri().path();
         if fault::is_fault_path(path) {
-            let topology = self.runtime.topology();
+            let topology = self.proxy.topology();
             let http = topology.listeners.iter().filter_map(|l| l.http.as_deref());
             let routes = fault::route_ids(http);
-            let (faults, query) = (&self.runtime.faults, req.uri().query());
+            let (faults, query) = (&self.proxy.faults, req.uri().query());
             return fault::handle(faults, &routes, req.method(), path, query);
         }
         let Some(&(_, access, _)) = ENDPOINTS.iter().find(|(p, _, _)| *p == path) else {
@@ -268,7 +270,7 @@ impl Admin {
         }
         let query = guard::query_pairs(req.uri().query());
         let format_json = query.iter().any(|(k, v)| k == "format" && v == "json");
-        let rt = &self.runtime;
+        let rt = &self.proxy;
         match path {
             "/" => dashboard::page(),
             "/help" => text(StatusCode::OK, help()),
@@ -310,7 +312,7 @@ impl Admin {
     }
 
     fn readiness(&self) -> Readiness {
-        let rt = &self.runtime;
+        let rt = &self.proxy;
         if rt.drain.is_draining() || self.health_failed.load(Ordering::Relaxed) {
             return Readiness::Draining;
         }
@@ -322,7 +324,7 @@ impl Admin {
     }
 
     fn stats(&self, query: &[(String, String)], format_json: bool) -> Response<Body> {
-        let mut stats = Stats::collect(&self.runtime, self.readiness() == Readiness::Live);
+        let mut stats = Stats::collect(&self.proxy, self.readiness() == Readiness::Live);
         if let Some((_, pattern)) = query.iter().find(|(k, _)| k == "filter") {
             let re = regex::RegexBuilder::new(pattern)
                 .size_limit(1 << 20)
@@ -342,7 +344,7 @@ impl Admin {
     }
 
     fn prometheus(&self) -> Response<Body> {
-        let stats = Stats::collect(&self.runtime, self.readiness() == Readiness::Live);
+        let stats = Stats::collect(&self.proxy, self.readiness() == Readiness::Live);
         match prometheus::render(stats) {
             Ok(body) => {
                 let mut resp = text(StatusCode::OK, body);

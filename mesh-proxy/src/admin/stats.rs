@@ -8,11 +8,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde_json::{Value, json};
 
-use crate::app::Runtime;
+use super::AdminHandle;
 use crate::cluster::Cluster;
+use crate::identity::IdentityStore;
 use crate::identity::server::FailReason;
 use crate::router::{HttpStats, RouteTable};
+use crate::telemetry::access_log::AccessLog;
 use crate::telemetry::metrics::{HistogramSnapshot, RejectReason};
+use crate::telemetry::trace::Tracing;
 
 use super::families::FAMILIES;
 
@@ -64,8 +67,8 @@ impl Stats {
         });
     }
 
-    /// Walks the runtime. `is_live` is the admin's view of readiness.
-    pub(super) fn collect(rt: &Runtime, is_live: bool) -> Self {
+    /// Walks the running proxy. `is_live` is the admin's view of readiness.
+    pub(super) fn collect(rt: &AdminHandle, is_live: bool) -> Self {
         let mut out = Stats {
             samples: Vec::new(),
             histograms: Vec::new(),
@@ -73,7 +76,7 @@ impl Stats {
         for l in &rt.topology().listeners {
             if let Some(http) = &l.http {
                 out.listener(&l.name, &http.stats);
-                out.routes(&l.name, &http.routes.load());
+                out.routes(&http.routes.load());
             }
             if let Some(tls) = &l.tls {
                 let lab = || vec![("listener", l.name.clone())];
@@ -110,9 +113,9 @@ impl Stats {
 
     /// `route.<listener>.<route>.<counter>`: the counters of every
     /// route's policies (`fault.aborted`, …), dotted only.
-    fn routes(&mut self, listener: &str, table: &RouteTable) {
+    fn routes(&mut self, table: &RouteTable) {
         for route in table.routes() {
-            let p = format!("route.{listener}.{}.", route.local_name(listener));
+            let p = format!("{}.", route.name.stat_prefix());
             route.policies.counters(&mut |name, v| {
                 self.add(format!("{p}{name}"), None, Vec::new(), int(v));
             });
@@ -188,8 +191,21 @@ impl Stats {
 
     fn cluster(&mut self, c: &Cluster) {
         let name = c.name();
-        let s = c.stats();
         let p = format!("cluster.{name}.");
+        self.cluster_requests(c, &p);
+        self.cluster_membership(c, &p);
+        self.cluster_breakers(c, &p);
+        self.histograms.push(Histogram {
+            name: format!("{p}upstream_rq_time"),
+            cluster: name.to_owned(),
+            snapshot: c.stats().upstream_rq_time.snapshot(),
+        });
+    }
+
+    /// Request and connection counters.
+    fn cluster_requests(&mut self, c: &Cluster, p: &str) {
+        let name = c.name();
+        let s = c.stats();
         let lab = || vec![("cluster", name.to_owned())];
         self.add(
             format!("{p}upstream_rq_total"),
@@ -245,14 +261,17 @@ impl Stats {
             lab(),
             cx_total,
         );
+    }
 
+    /// Endpoints: total, available, ejected.
+    fn cluster_membership(&mut self, c: &Cluster, p: &str) {
+        let name = c.name();
+        let s = c.stats();
+        let lab = || vec![("cluster", name.to_owned())];
         let set = c.endpoints();
         let endpoints = &set.endpoints;
         let healthy = endpoints.iter().filter(|e| e.is_available()).count();
-        let ejected = endpoints
-            .iter()
-            .filter(|e| e.ejected.load(Ordering::Relaxed))
-            .count();
+        let ejected = endpoints.iter().filter(|e| e.health().is_ejected()).count();
         let membership = [
             (
                 "membership_healthy",
@@ -278,7 +297,13 @@ impl Stats {
         for (stat, family, v) in membership {
             self.add(format!("{p}{stat}"), Some(family), lab(), v);
         }
+    }
 
+    /// What each circuit breaker still allows.
+    fn cluster_breakers(&mut self, c: &Cluster, p: &str) {
+        let name = c.name();
+        let s = c.stats();
+        let lab = || vec![("cluster", name.to_owned())];
         let cb = c.spec().circuit_breaker;
         let remaining = |max: u32, active: &AtomicU64| int(max).saturating_sub(load(active)).max(0);
         let breakers = [
@@ -299,14 +324,9 @@ impl Stats {
             let n = format!("{p}circuit_breakers.remaining_{resource}");
             self.add(n, Some("cluster_circuit_breakers_remaining"), labels, v);
         }
-        self.histograms.push(Histogram {
-            name: format!("{p}upstream_rq_time"),
-            cluster: name.to_owned(),
-            snapshot: s.upstream_rq_time.snapshot(),
-        });
     }
 
-    fn server(&mut self, rt: &Runtime, is_live: bool) {
+    fn server(&mut self, rt: &AdminHandle, is_live: bool) {
         let uptime = rt.started_at.elapsed().map_or(0, |d| int(d.as_secs()));
         let rows = [
             ("server.live", "server_live", i64::from(is_live)),
@@ -326,76 +346,88 @@ impl Stats {
             self.add(name.to_owned(), Some(family), Vec::new(), v);
         }
         if let Some(t) = &rt.tracing {
-            let rows = [
-                (
-                    "tracing.spans_started",
-                    "tracing_spans_started",
-                    load(&t.spans_started),
-                ),
-                (
-                    "tracing.spans_exported",
-                    "tracing_spans_exported",
-                    load(&t.export.exported),
-                ),
-                (
-                    "tracing.spans_export_failed",
-                    "tracing_spans_export_failed",
-                    load(&t.export.failed),
-                ),
-                (
-                    "tracing.spans_dropped",
-                    "tracing_spans_dropped",
-                    load(&t.export.dropped),
-                ),
-                (
-                    "tracing.spans_dropped_over_budget",
-                    "tracing_spans_dropped_over_budget",
-                    load(&t.export.dropped_over_budget),
-                ),
-            ];
-            for (name, family, v) in rows {
-                self.add(name.to_owned(), Some(family), Vec::new(), v);
-            }
+            self.tracing(t);
         }
         if let Some(log) = &rt.access_log {
-            self.add(
-                "access_log.dropped".to_owned(),
-                Some("access_log_dropped"),
-                Vec::new(),
-                load(&log.dropped),
-            );
-            self.add(
-                "access_log.dropped_over_budget".to_owned(),
-                Some("access_log_dropped_over_budget"),
-                Vec::new(),
-                load(&log.dropped_over_budget),
-            );
+            self.access_log(log);
         }
         if let Some(store) = &rt.identity {
-            if let Some(id) = store.current() {
-                let v = id.expires_in_secs();
-                self.add(
-                    "server.cert_expiry_seconds".into(),
-                    Some("server_cert_expiry_seconds"),
-                    Vec::new(),
-                    v,
-                );
-            }
-            let rotations = load(&store.rotations);
+            self.identity(store);
+        }
+    }
+
+    fn tracing(&mut self, t: &Tracing) {
+        let rows = [
+            (
+                "tracing.spans_started",
+                "tracing_spans_started",
+                load(&t.spans_started),
+            ),
+            (
+                "tracing.spans_exported",
+                "tracing_spans_exported",
+                load(&t.export.exported),
+            ),
+            (
+                "tracing.spans_export_failed",
+                "tracing_spans_export_failed",
+                load(&t.export.failed),
+            ),
+            (
+                "tracing.spans_dropped",
+                "tracing_spans_dropped",
+                load(&t.export.dropped),
+            ),
+            (
+                "tracing.spans_dropped_over_budget",
+                "tracing_spans_dropped_over_budget",
+                load(&t.export.dropped_over_budget),
+            ),
+        ];
+        for (name, family, v) in rows {
+            self.add(name.to_owned(), Some(family), Vec::new(), v);
+        }
+    }
+
+    fn access_log(&mut self, log: &AccessLog) {
+        self.add(
+            "access_log.dropped".to_owned(),
+            Some("access_log_dropped"),
+            Vec::new(),
+            load(&log.dropped),
+        );
+        self.add(
+            "access_log.dropped_over_budget".to_owned(),
+            Some("access_log_dropped_over_budget"),
+            Vec::new(),
+            load(&log.dropped_over_budget),
+        );
+    }
+
+    fn identity(&mut self, store: &IdentityStore) {
+        if let Some(id) = store.current() {
+            let v = id.expires_in_secs();
             self.add(
-                "server.cert_rotations".into(),
-                Some("server_cert_rotations"),
+                "server.cert_expiry_seconds".into(),
+                Some("server_cert_expiry_seconds"),
                 Vec::new(),
-                rotations,
-            );
-            let failed = load(&store.rotation_failures);
-            self.add(
-                "server.cert_rotation_failed".into(),
-                Some("server_cert_rotation_failed"),
-                Vec::new(),
-                failed,
+                v,
             );
         }
+        let rotations = load(&store.rotations);
+        self.add(
+            "server.cert_rotations".into(),
+            Some("server_cert_rotations"),
+            Vec::new(),
+            rotations,
+        );
+        let failed = load(&store.rotation_failures);
+        self.add(
+            "server.cert_rotation_failed".into(),
+            Some("server_cert_rotation_failed"),
+            Vec::new(),
+            failed,
+        );
     }
 
     /// Keeps the samples and histograms whose dotted name matches.

@@ -27,7 +27,7 @@ fn admin() -> Admin {
     let bound = app::bind_all(&cfg).expect("bind port 0");
     let runtime = app::start(&cfg, bound, None).expect("start");
     let local: SocketAddr = SocketAddr::from(([127, 0, 0, 1], 9901));
-    Admin::new(Arc::new(runtime), None, local)
+    Admin::new(runtime.admin_handle(), None, local)
 }
 
 fn call(admin: &Admin, method: &str, target: &str, headers: &[(&str, &str)]) -> Response<Body> {
@@ -67,7 +67,7 @@ async fn mutations_answer_get_with_405_and_change_nothing() {
         }
     }
     assert_eq!(admin.readiness(), Readiness::Live);
-    assert!(!admin.runtime.drain.is_draining());
+    assert!(!admin.proxy.drain.is_draining());
     let resp = call(&admin, "POST", "/stats", &[]);
     assert_eq!(resp.status(), StatusCode::METHOD_NOT_ALLOWED);
     assert_eq!(
@@ -97,7 +97,7 @@ async fn healthcheck_fail_and_ok_flip_ready() {
         call(&admin, "POST", "/quitquitquit", &[]).status(),
         StatusCode::OK
     );
-    assert!(admin.runtime.drain.is_draining());
+    assert!(admin.proxy.drain.is_draining());
     assert_eq!(body(ready(&admin)).await, "DRAINING\n");
 }
 
@@ -111,7 +111,7 @@ async fn foreign_origin_and_rebound_host_are_refused() {
         &[("origin", "http://evil.example")],
     );
     assert_eq!(resp.status(), StatusCode::FORBIDDEN);
-    assert!(!admin.runtime.drain.is_draining());
+    assert!(!admin.proxy.drain.is_draining());
     let resp = call(
         &admin,
         "GET",
@@ -148,7 +148,7 @@ async fn unknown_paths_are_404() {
 #[tokio::test]
 async fn stats_are_sorted_dotted_lines_with_the_spec_names() {
     let admin = admin();
-    let cluster = &admin.runtime.topology().clusters[0];
+    let cluster = &admin.proxy.topology().clusters[0];
     cluster
         .stats()
         .upstream_rq_total
@@ -242,7 +242,7 @@ async fn stats_filter_and_json() {
 #[tokio::test]
 async fn prometheus_families_follow_the_conventions() {
     let admin = admin();
-    let cluster = &admin.runtime.topology().clusters[0];
+    let cluster = &admin.proxy.topology().clusters[0];
     cluster
         .stats()
         .upstream_rq_time

@@ -8,24 +8,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Value, json};
 
-use crate::app::Runtime;
-use crate::cluster::{Cluster, Endpoint};
+use super::AdminHandle;
+use crate::cluster::Cluster;
 use crate::config::{Discovery, IdentitySpec, LbPolicy, ListenerKind, TlsMode, UpstreamProtocol};
-
-/// Envoy's spelling: `healthy`, or the failed checks.
-fn health_flags(e: &Endpoint) -> String {
-    let mut flags = String::new();
-    if !e.healthy.load(Ordering::Relaxed) {
-        flags.push_str("/failed_active_hc");
-    }
-    if e.ejected.load(Ordering::Relaxed) {
-        flags.push_str("/failed_outlier_check");
-    }
-    if flags.is_empty() {
-        flags.push_str("healthy");
-    }
-    flags
-}
 
 fn lb_name(lb: LbPolicy) -> &'static str {
     match lb {
@@ -50,7 +35,7 @@ fn tls_mode(m: TlsMode) -> &'static str {
 }
 
 /// `/clusters` as Envoy prints it: `cluster::endpoint::stat::value`.
-pub(super) fn clusters_text(rt: &Runtime) -> String {
+pub(super) fn clusters_text(rt: &AdminHandle) -> String {
     let mut out = String::new();
     for c in &rt.topology().clusters {
         let n = c.name();
@@ -67,11 +52,12 @@ pub(super) fn clusters_text(rt: &Runtime) -> String {
         ));
         for e in &c.endpoints().endpoints {
             let a = e.addr;
+            let health = e.health().snapshot();
             out.push_str(&format!(
                 "{n}::{a}::rq_active::{}\n{n}::{a}::health_flags::{}\n{n}::{a}::outlier_ejections::{}\n",
                 e.active_requests.load(Ordering::Relaxed),
-                health_flags(e),
-                e.ejections.load(Ordering::Relaxed)
+                health.flags(),
+                health.ejections
             ));
         }
     }
@@ -86,15 +72,16 @@ fn cluster_json(c: &Cluster) -> Value {
         .endpoints
         .iter()
         .map(|e| {
+            let health = e.health().snapshot();
             json!({
                 "address": e.addr.to_string(),
-                "health_flags": health_flags(e),
-                "healthy": e.healthy.load(Ordering::Relaxed),
-                "ejected": e.ejected.load(Ordering::Relaxed),
-                "available": e.is_available(),
+                "health_flags": health.flags(),
+                "healthy": health.healthy,
+                "ejected": health.ejected,
+                "available": health.is_available(),
                 "rq_active": e.active_requests.load(Ordering::Relaxed),
-                "outlier_ejections": e.ejections.load(Ordering::Relaxed),
-                "consecutive_5xx": e.consecutive_5xx.load(Ordering::Relaxed),
+                "outlier_ejections": health.ejections,
+                "consecutive_5xx": health.consecutive_5xx,
             })
         })
         .collect();
@@ -119,7 +106,7 @@ fn cluster_json(c: &Cluster) -> Value {
     })
 }
 
-pub(super) fn clusters_json(rt: &Runtime) -> Value {
+pub(super) fn clusters_json(rt: &AdminHandle) -> Value {
     let clusters: Vec<Value> = rt
         .topology()
         .clusters
@@ -130,7 +117,7 @@ pub(super) fn clusters_json(rt: &Runtime) -> Value {
 }
 
 /// `/listeners`: `name::address` lines, or JSON with protocol and TLS mode.
-pub(super) fn listeners_text(rt: &Runtime) -> String {
+pub(super) fn listeners_text(rt: &AdminHandle) -> String {
     rt.topology()
         .listeners
         .iter()
@@ -138,7 +125,7 @@ pub(super) fn listeners_text(rt: &Runtime) -> String {
         .collect()
 }
 
-pub(super) fn listeners_json(rt: &Runtime) -> Value {
+pub(super) fn listeners_json(rt: &AdminHandle) -> Value {
     let topo = rt.topology();
     let listeners: Vec<Value> = topo
         .listeners
@@ -178,7 +165,7 @@ fn rfc3339(unix_secs: i64) -> String {
 
 /// `/certs`: this workload's certificate as metadata; an empty list
 /// without an identity.
-pub(super) fn certs_json(rt: &Runtime) -> Value {
+pub(super) fn certs_json(rt: &AdminHandle) -> Value {
     let Some(id) = rt.identity.as_ref().and_then(|s| s.current()) else {
         return json!({ "certificates": [] });
     };
@@ -212,7 +199,7 @@ pub(super) fn certs_json(rt: &Runtime) -> Value {
 }
 
 /// `/local_replies`: the last local replies of every listener, newest first.
-pub(super) fn local_replies_json(rt: &Runtime) -> Value {
+pub(super) fn local_replies_json(rt: &AdminHandle) -> Value {
     let mut all: Vec<_> = rt
         .topology()
         .listeners

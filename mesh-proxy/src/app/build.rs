@@ -4,12 +4,12 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use anyhow::anyhow;
 use arc_swap::ArcSwap;
 use opentelemetry::trace::SpanKind;
 use tokio_util::task::TaskTracker;
 
-use super::{ListenerInfo, Running};
+use super::{AppError, Running};
+use crate::admin::ListenerInfo;
 use crate::cluster::Cluster;
 use crate::config::{ClusterSpec, Config, ListenerKind, ListenerSpec, TlsMode};
 use crate::identity::IdentityStore;
@@ -29,7 +29,7 @@ pub(super) fn clusters(
     config: &Config,
     identity: &Option<Arc<IdentityStore>>,
     previous: &ClusterMap,
-) -> anyhow::Result<ClusterMap> {
+) -> Result<ClusterMap, AppError> {
     let mut out = ClusterMap::new();
     for (i, spec) in config.clusters.iter().enumerate() {
         let reused = previous
@@ -39,8 +39,13 @@ pub(super) fn clusters(
         let cluster = match reused {
             Some(c) => c,
             None => {
-                let c = Cluster::try_spawn(spec.clone(), identity.clone())
-                    .map_err(|e| anyhow!("clusters[{i}] ({}): {e}", spec.name))?;
+                let c = Cluster::try_spawn(spec.clone(), identity.clone()).map_err(|reason| {
+                    AppError::Cluster {
+                        index: i,
+                        cluster: spec.name.clone(),
+                        reason,
+                    }
+                })?;
                 crate::health::spawn_health_checks(&c);
                 c
             }
@@ -71,14 +76,17 @@ pub(super) fn routes(
     spec: &ListenerSpec,
     clusters: &ClusterMap,
     faults: &Arc<FaultOverrides>,
-) -> anyhow::Result<Option<RouteTable>> {
+) -> Result<Option<RouteTable>, AppError> {
     match &spec.kind {
         ListenerKind::Http { routes } => {
             let mut table = RouteTable::build(&spec.name, routes, |name| {
                 clusters.get(name).map(|(_, c)| Arc::clone(c))
             })
-            .map_err(|e| anyhow!("listener {}: {e}", spec.name))?;
-            table.attach_fault_overrides(&spec.name, faults);
+            .map_err(|source| AppError::Routes {
+                listener: spec.name.clone(),
+                source,
+            })?;
+            table.attach_fault_overrides(faults);
             Ok(Some(table))
         }
         ListenerKind::Tcp { .. } => Ok(None),
@@ -100,18 +108,27 @@ pub(super) fn prepare(
     bound: BoundListener,
     clusters: &ClusterMap,
     shared: &Shared<'_>,
-) -> anyhow::Result<Prepared> {
+) -> Result<Prepared, AppError> {
     let tls = match (&spec.tls, shared.identity) {
         (Some(tls), Some(store)) => {
             let alpn: &[&[u8]] = match spec.kind {
                 ListenerKind::Http { .. } => &[b"h2", b"http/1.1"],
                 ListenerKind::Tcp { .. } => &[],
             };
-            let server = TlsServer::new(&spec.name, tls, Arc::clone(store), alpn)
-                .map_err(|e| anyhow!("listener {}: {e}", spec.name))?;
+            let server =
+                TlsServer::new(&spec.name, tls, Arc::clone(store), alpn).map_err(|source| {
+                    AppError::ListenerTls {
+                        listener: spec.name.clone(),
+                        source,
+                    }
+                })?;
             Some(Arc::new(server))
         }
-        (Some(_), None) => anyhow::bail!("listener {}: tls needs an identity", spec.name),
+        (Some(_), None) => {
+            return Err(AppError::TlsWithoutIdentity {
+                listener: spec.name.clone(),
+            });
+        }
         (None, _) => None,
     };
     let mut info = ListenerInfo {
@@ -138,7 +155,10 @@ pub(super) fn prepare(
             cluster: clusters
                 .get(cluster.as_str())
                 .map(|(_, c)| Arc::clone(c))
-                .ok_or_else(|| anyhow!("listener {}: unknown cluster \"{cluster}\"", spec.name))?,
+                .ok_or_else(|| AppError::UnknownCluster {
+                    listener: spec.name.clone(),
+                    cluster: cluster.clone(),
+                })?,
             limits: spec.limits,
             tls,
         },

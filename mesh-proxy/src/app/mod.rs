@@ -3,28 +3,27 @@
 //! reloads the config on SIGHUP or when its file changes (`reload`).
 
 mod build;
+mod error;
 mod reload;
 
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context;
 use arc_swap::ArcSwap;
-use tokio::signal::unix::{SignalKind, signal};
+use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio_util::task::TaskTracker;
 
-use crate::cluster::Cluster;
+use crate::admin::{AdminHandle, ListenerInfo, Topology};
 use crate::config::{Config, IdentitySpec};
+use crate::file_watch::FileWatch;
 use crate::identity::IdentityStore;
-use crate::identity::server::TlsServer;
 use crate::listener::{self, BoundListener, Drain};
-use crate::router::HttpContext;
 use crate::telemetry::access_log::AccessLog;
 use crate::telemetry::trace::Tracing;
 
-pub use reload::reload;
+pub use error::AppError;
+pub(crate) use reload::reload_file;
 
 pub struct ServeOptions {
     pub drain_time: Duration,
@@ -36,17 +35,16 @@ pub struct ServeOptions {
 }
 
 /// Binds every listener; fails (binding nothing else) if any cannot be bound.
-pub fn bind_all(config: &Config) -> anyhow::Result<Vec<BoundListener>> {
+pub fn bind_all(config: &Config) -> Result<Vec<BoundListener>, AppError> {
     config
         .listeners
         .iter()
         .enumerate()
         .map(|(i, spec)| {
-            BoundListener::bind(spec).with_context(|| {
-                format!(
-                    "listeners[{i}] ({}): cannot bind {}",
-                    spec.name, spec.address
-                )
+            BoundListener::bind(spec).map_err(|source| AppError::Bind {
+                listener: format!("listeners[{i}] ({})", spec.name),
+                address: spec.address,
+                source,
             })
         })
         .collect()
@@ -55,7 +53,7 @@ pub fn bind_all(config: &Config) -> anyhow::Result<Vec<BoundListener>> {
 /// Loads this workload's identity, checking the files (readable, key
 /// matching the certificate, a valid SVID trusted by the bundle) before any
 /// socket is bound. `None` without an `identity` section.
-pub fn load_identity(config: &Config) -> anyhow::Result<Option<Arc<IdentityStore>>> {
+pub fn load_identity(config: &Config) -> Result<Option<Arc<IdentityStore>>, AppError> {
     match &config.identity {
         None => Ok(None),
         Some(IdentitySpec::Files {
@@ -64,32 +62,13 @@ pub fn load_identity(config: &Config) -> anyhow::Result<Option<Arc<IdentityStore
             trust_bundle,
         }) => {
             let identity =
-                crate::identity::load_files(cert, key, trust_bundle).context("identity")?;
+                crate::identity::load_files(cert, key, trust_bundle).map_err(AppError::Identity)?;
             Ok(Some(IdentityStore::new(Some(identity))))
         }
         // Obtained in the background once serving: until then handshakes
         // fail and /ready says NO_IDENTITY.
         Some(IdentitySpec::Ca { .. }) => Ok(Some(IdentityStore::new(None))),
     }
-}
-
-/// A listener as it runs: what the admin API lists and reads stats from.
-#[derive(Clone)]
-pub struct ListenerInfo {
-    pub name: String,
-    pub address: SocketAddr,
-    /// The HTTP listener's context (routes, limits, stats); `None` for TCP.
-    pub http: Option<Arc<HttpContext>>,
-    /// The TLS side (handshake failure counters); `None` without `tls:`.
-    pub tls: Option<Arc<TlsServer>>,
-}
-
-/// The current listeners and clusters with the config they came from;
-/// swapped as a whole by a reload.
-pub struct Topology {
-    pub config: Arc<Config>,
-    pub listeners: Vec<ListenerInfo>,
-    pub clusters: Vec<Arc<Cluster>>,
 }
 
 /// A listener that is accepting, and how to stop it.
@@ -108,10 +87,11 @@ struct RunningSet {
     clusters: build::ClusterMap,
 }
 
-/// Everything a running proxy is made of. The admin API reads it; it
-/// mutates only through explicit handles (`drain`, `reload`).
-pub struct Runtime {
-    topology: ArcSwap<Topology>,
+/// Everything a running proxy is made of. The admin API reads it through
+/// an [`AdminHandle`]; it mutates only through explicit handles (`drain`,
+/// `reload`).
+pub(crate) struct Runtime {
+    topology: Arc<ArcSwap<Topology>>,
     running: tokio::sync::Mutex<RunningSet>,
     /// This workload's certificate, when it has one.
     pub identity: Option<Arc<IdentityStore>>,
@@ -120,7 +100,7 @@ pub struct Runtime {
     pub tracker: TaskTracker,
     pub started_at: std::time::SystemTime,
     /// `server.config_reload_total` / `_failed`, bumped by reloads.
-    pub reloads: crate::telemetry::metrics::ReloadCounters,
+    pub reloads: Arc<crate::telemetry::metrics::ReloadCounters>,
     /// Span export, when tracing is configured (flushed at exit).
     pub tracing: Option<Arc<Tracing>>,
     /// The access logs, when configured (reopened on SIGUSR1).
@@ -132,22 +112,48 @@ pub struct Runtime {
 
 impl Runtime {
     /// The current config, listeners and clusters (a snapshot).
-    pub fn topology(&self) -> arc_swap::Guard<Arc<Topology>> {
+    pub(crate) fn topology(&self) -> arc_swap::Guard<Arc<Topology>> {
         self.topology.load()
     }
 
     fn publish(&self, config: Arc<Config>, running: &RunningSet) {
-        self.topology.store(Arc::new(Topology::of(config, running)));
+        self.topology.store(Arc::new(topology_of(config, running)));
+    }
+
+    /// What the admin API reads: the same snapshots and counters.
+    pub(crate) fn admin_handle(&self) -> AdminHandle {
+        AdminHandle {
+            topology: Arc::clone(&self.topology),
+            identity: self.identity.clone(),
+            drain: self.drain.clone(),
+            started_at: self.started_at,
+            reloads: Arc::clone(&self.reloads),
+            tracing: self.tracing.clone(),
+            access_log: self.access_log.clone(),
+            faults: Arc::clone(&self.faults),
+        }
     }
 }
 
-/// Starts serving `config` on already-bound sockets.
-pub fn start(
-    config: &Config,
-    bound: Vec<BoundListener>,
-    identity: Option<Arc<IdentityStore>>,
-) -> anyhow::Result<Runtime> {
-    match (&identity, &config.identity) {
+/// The admin's view of `running`, with the config it came from.
+fn topology_of(config: Arc<Config>, running: &RunningSet) -> Topology {
+    let mut clusters: Vec<_> = running
+        .clusters
+        .values()
+        .map(|(_, c)| Arc::clone(c))
+        .collect();
+    clusters.sort_by(|a, b| a.name().cmp(b.name()));
+    Topology {
+        config,
+        listeners: running.listeners.iter().map(|r| r.info.clone()).collect(),
+        clusters,
+    }
+}
+
+/// Keeps the identity fresh: watches its files (`identity.files`) or
+/// obtains and renews it from the CA (`identity.ca`).
+fn spawn_identity_source(identity: &Option<Arc<IdentityStore>>, config: &Config) {
+    match (identity, &config.identity) {
         (
             Some(store),
             Some(IdentitySpec::Files {
@@ -184,14 +190,25 @@ pub fn start(
         }
         _ => {}
     }
+}
+
+/// Starts serving `config` on already-bound sockets.
+pub(crate) fn start(
+    config: &Config,
+    bound: Vec<BoundListener>,
+    identity: Option<Arc<IdentityStore>>,
+) -> Result<Runtime, AppError> {
+    spawn_identity_source(&identity, config);
     let clusters = build::clusters(config, &identity, &build::ClusterMap::new())?;
     let tracing = match &config.tracing {
         Some(spec) => Tracing::init(spec, &config.node.service)
-            .context("tracing")?
+            .map_err(|e| AppError::Tracing {
+                reason: format!("{e:#}"),
+            })?
             .map(Arc::new),
         None => None,
     };
-    let access_log = AccessLog::start(&config.access_log).map_err(anyhow::Error::msg)?;
+    let access_log = AccessLog::start(&config.access_log).map_err(AppError::AccessLog)?;
     let (trigger, drain) = Drain::new();
     let tracker = TaskTracker::new();
     let faults = Arc::new(crate::policy::FaultOverrides::default());
@@ -208,7 +225,7 @@ pub fn start(
         .iter()
         .zip(bound)
         .map(|(spec, bound)| build::prepare(spec, bound, &clusters, &shared))
-        .collect::<anyhow::Result<Vec<_>>>()?;
+        .collect::<Result<Vec<_>, _>>()?;
     let listeners = prepared.into_iter().map(|p| p.start(&shared)).collect();
     let running = RunningSet {
         listeners,
@@ -216,7 +233,7 @@ pub fn start(
     };
     let config = Arc::new(config.clone());
     Ok(Runtime {
-        topology: ArcSwap::from_pointee(Topology::of(config, &running)),
+        topology: Arc::new(ArcSwap::from_pointee(topology_of(config, &running))),
         running: tokio::sync::Mutex::new(running),
         identity,
         drain: trigger,
@@ -238,29 +255,35 @@ pub async fn serve(
     bound: Vec<BoundListener>,
     identity: Option<Arc<IdentityStore>>,
     opts: ServeOptions,
-) -> anyhow::Result<()> {
+) -> Result<(), AppError> {
     let runtime = Arc::new(start(&config, bound, identity)?);
     if let Some(admin) = opts.admin {
-        admin.spawn(Arc::clone(&runtime));
+        admin.spawn(runtime.admin_handle());
     }
     tracing::info!(node = %config.node.name, "mesh-proxy started");
-    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
-    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
-    let mut hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
-    let mut usr1 = signal(SignalKind::user_defined1()).context("installing the SIGUSR1 handler")?;
-    let mut watch = opts.config_path.as_deref().map(FileWatch::new);
+    let mut term = install(SignalKind::terminate(), "SIGTERM")?;
+    let mut int = install(SignalKind::interrupt(), "SIGINT")?;
+    let mut hup = install(SignalKind::hangup(), "SIGHUP")?;
+    let mut usr1 = install(SignalKind::user_defined1(), "SIGUSR1")?;
+    let mut watch = opts.config_path.as_ref().map(|path| {
+        FileWatch::new(
+            vec![path.clone()],
+            Duration::from_secs(1),
+            Duration::from_millis(200),
+        )
+    });
     loop {
         tokio::select! {
             _ = term.recv() => break,
             _ = int.recv() => break,
             _ = runtime.drain.started() => break,
             _ = hup.recv() => match &opts.config_path {
-                Some(path) => { let _ = reload(&runtime, path).await; }
+                Some(path) => { let _ = reload_file(&runtime, path).await; }
                 None => tracing::warn!("SIGHUP received but the config did not come from a file"),
             },
             _ = changed(&mut watch) => {
                 if let Some(path) = &opts.config_path {
-                    let _ = reload(&runtime, path).await;
+                    let _ = reload_file(&runtime, path).await;
                 }
             }
             _ = usr1.recv() => {
@@ -288,43 +311,22 @@ pub async fn serve(
     Ok(())
 }
 
-/// Notices a changed config file (by device, inode, size and mtime, polled
-/// each second: sees editors' renames and Kubernetes symlink swaps alike).
-struct FileWatch {
-    path: PathBuf,
-    last: Option<(u64, u64, u64, Option<std::time::SystemTime>)>,
+fn install(kind: SignalKind, name: &'static str) -> Result<Signal, AppError> {
+    signal(kind).map_err(|source| AppError::Signal {
+        signal: name,
+        source,
+    })
 }
 
-impl FileWatch {
-    fn new(path: &Path) -> Self {
-        Self {
-            path: path.to_owned(),
-            last: stamp(path),
-        }
-    }
-}
-
-fn stamp(path: &Path) -> Option<(u64, u64, u64, Option<std::time::SystemTime>)> {
-    use std::os::unix::fs::MetadataExt;
-    std::fs::metadata(path)
-        .ok()
-        .map(|m| (m.dev(), m.ino(), m.len(), m.modified().ok()))
-}
-
-/// Resolves when the watched file changed (never without a file).
+/// Resolves when the config file changed and is there to be read (never
+/// without a file). Polled each second, and acted on once the new stamp
+/// held for 200 ms, to let a writer finish.
 async fn changed(watch: &mut Option<FileWatch>) {
     let Some(w) = watch.as_mut() else {
         return std::future::pending().await;
     };
-    loop {
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        let now = stamp(&w.path);
-        if now != w.last && now.is_some() {
-            // Let a writer finish: act on a stamp that held for a moment.
-            tokio::time::sleep(Duration::from_millis(200)).await;
-            let settled = stamp(&w.path);
-            w.last = settled;
-            return;
-        }
-    }
+    while !w.changed().await {}
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,7 +1,8 @@
-//! Hot reload (SIGHUP, or a change of the config file): the new config is
-//! validated first — an invalid one is logged, counted and ignored while
-//! the old one keeps serving. A valid one is applied without dropping a
-//! connection:
+//! Hot reload. [`reload`] applies a validated [`Config`] from any source;
+//! [`reload_file`] is the file source (SIGHUP, or a change of the config
+//! file): it reads and validates first — an invalid file is logged,
+//! counted and ignored while the old config keeps serving. A valid config
+//! is applied without dropping a connection:
 //!
 //! - clusters whose spec is unchanged are kept (pools, health, ejections);
 //!   changed and new ones are built; removed ones go away with their last user;
@@ -27,24 +28,49 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use super::build::{self, ClusterMap, Prepared, Shared, same};
-use super::{Running, RunningSet, Runtime, Topology};
+use super::error::chain;
+use super::{AppError, Running, RunningSet, Runtime};
 use crate::config::{Config, ListenerKind, ListenerSpec, TlsMode};
 use crate::listener::BoundListener;
 use crate::router::RouteTable;
 
-/// Reloads `path`; the error says why nothing changed. Both outcomes count
-/// in `server.config_reload_total`, failures also in `_failed`.
-pub async fn reload(rt: &Runtime, path: &Path) -> Result<(), String> {
-    rt.reloads.total.fetch_add(1, Ordering::Relaxed);
-    let result = apply(rt, path).await;
-    match &result {
-        Ok(()) => tracing::info!(path = %path.display(), "config reloaded"),
-        Err(e) => {
-            rt.reloads.failed.fetch_add(1, Ordering::Relaxed);
-            tracing::error!(path = %path.display(), "config reload rejected; nothing was changed and the previous config keeps serving:\n{e}");
+/// The file source (SIGHUP, a change of the config file): reads and
+/// validates `path`, then applies it with [`reload`]. An invalid file
+/// counts as a failed reload.
+pub(crate) async fn reload_file(rt: &Runtime, path: &Path) -> Result<(), AppError> {
+    let origin = path.display().to_string();
+    match crate::config::load_file(path) {
+        Ok(config) => reload(rt, config, &origin).await,
+        Err(errors) => {
+            rt.reloads.total.fetch_add(1, Ordering::Relaxed);
+            rejected(rt, &origin, AppError::InvalidConfig(errors))
         }
     }
-    result
+}
+
+/// Applies a validated config, all or nothing; the error says why nothing
+/// changed. `origin` names where it came from (a file path) in the logs.
+/// Both outcomes count in `server.config_reload_total`, failures also in
+/// `_failed`.
+pub(crate) async fn reload(rt: &Runtime, config: Config, origin: &str) -> Result<(), AppError> {
+    rt.reloads.total.fetch_add(1, Ordering::Relaxed);
+    match apply(rt, config).await {
+        Ok(()) => {
+            tracing::info!(origin, "config reloaded");
+            Ok(())
+        }
+        Err(e) => rejected(rt, origin, e),
+    }
+}
+
+fn rejected(rt: &Runtime, origin: &str, error: AppError) -> Result<(), AppError> {
+    rt.reloads.failed.fetch_add(1, Ordering::Relaxed);
+    tracing::error!(
+        origin,
+        "config reload rejected; nothing was changed and the previous config keeps serving:\n{}",
+        chain(&error)
+    );
+    Err(error)
 }
 
 /// A new config, fully built but not yet serving.
@@ -57,8 +83,7 @@ struct Plan {
     start: Vec<Prepared>,
 }
 
-async fn apply(rt: &Runtime, path: &Path) -> Result<(), String> {
-    let new = crate::config::load_file(path).map_err(|e| e.to_string())?;
+async fn apply(rt: &Runtime, new: Config) -> Result<(), AppError> {
     let old = rt.topology().config.clone();
     warn_restart_only(&old, &new);
     let mut running = rt.running.lock().await;
@@ -82,9 +107,9 @@ fn shared(rt: &Runtime) -> Shared<'_> {
 
 /// Builds `new` against the running set without touching it: on error,
 /// whatever was bound or built is dropped.
-async fn prepare(rt: &Runtime, running: &RunningSet, new: &Config) -> Result<Plan, String> {
+async fn prepare(rt: &Runtime, running: &RunningSet, new: &Config) -> Result<Plan, AppError> {
     let previous = &running.clusters;
-    let clusters = build::clusters(new, &rt.identity, previous).map_err(|e| format!("{e:#}"))?;
+    let clusters = build::clusters(new, &rt.identity, previous)?;
     let mut keep = Vec::new();
     let mut changed = Vec::new();
     for spec in &new.listeners {
@@ -95,8 +120,7 @@ async fn prepare(rt: &Runtime, running: &RunningSet, new: &Config) -> Result<Pla
         });
         match old {
             Some(i) => {
-                let table =
-                    build::routes(spec, &clusters, &rt.faults).map_err(|e| format!("{e:#}"))?;
+                let table = build::routes(spec, &clusters, &rt.faults)?;
                 keep.push((i, spec.clone(), table));
             }
             None => changed.push(spec),
@@ -107,8 +131,12 @@ async fn prepare(rt: &Runtime, running: &RunningSet, new: &Config) -> Result<Pla
     for spec in changed {
         let bound = socket_for(spec, running, &keep)
             .await
-            .map_err(|e| format!("listener {}: cannot bind {}: {e}", spec.name, spec.address))?;
-        start.push(build::prepare(spec, bound, &clusters, &shared).map_err(|e| format!("{e:#}"))?);
+            .map_err(|source| AppError::Bind {
+                listener: format!("listener {}", spec.name),
+                address: spec.address,
+                source,
+            })?;
+        start.push(build::prepare(spec, bound, &clusters, &shared)?);
     }
     Ok(Plan {
         clusters,
@@ -234,22 +262,6 @@ fn warn_restart_only(old: &Config, new: &Config) {
     ] {
         if changed {
             tracing::warn!("config reload: {what} changed; it takes effect after a restart");
-        }
-    }
-}
-
-impl Topology {
-    pub(super) fn of(config: Arc<Config>, running: &super::RunningSet) -> Self {
-        let mut clusters: Vec<_> = running
-            .clusters
-            .values()
-            .map(|(_, c)| Arc::clone(c))
-            .collect();
-        clusters.sort_by(|a, b| a.name().cmp(b.name()));
-        Self {
-            config,
-            listeners: running.listeners.iter().map(|r| r.info.clone()).collect(),
-            clusters,
         }
     }
 }

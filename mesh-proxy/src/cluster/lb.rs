@@ -121,7 +121,7 @@ mod tests {
     #[test]
     fn unhealthy_endpoints_are_skipped_and_avoid_is_honoured() {
         let eps = set(3);
-        eps[1].healthy.store(false, Ordering::Relaxed);
+        eps[1].health().set_for_test(false, false);
         let next = AtomicUsize::new(0);
         for _ in 0..30 {
             let e = round_robin(&eps, &next, &[eps[0].addr], false).expect("some");
@@ -144,7 +144,7 @@ mod tests {
     fn nothing_available_yields_none() {
         let eps = set(2);
         for e in &eps {
-            e.healthy.store(false, Ordering::Relaxed);
+            e.health().set_for_test(false, false);
         }
         assert!(random(&eps, &[], false).is_none());
         assert!(least_request(&eps, &[], false).is_none());
@@ -155,7 +155,7 @@ mod tests {
     fn panic_mode_uses_unavailable_endpoints_too() {
         let eps = set(2);
         for e in &eps {
-            e.ejected.store(true, Ordering::Relaxed);
+            e.health().set_for_test(true, true);
         }
         assert!(random(&eps, &[], true).is_some());
         let c = counts((0..10).map(|i| {

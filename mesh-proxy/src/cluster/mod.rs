@@ -18,12 +18,13 @@ mod upstream_body;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
 
 use crate::config::{CircuitBreakerSpec, ClusterSpec, Discovery, LbPolicy, UpstreamProtocol};
+use crate::health::EndpointHealth;
 
 pub use io::UpstreamIo;
 use pool::Pool;
@@ -150,16 +151,8 @@ pub(crate) struct PoolSettings {
 pub struct Endpoint {
     pub addr: SocketAddr,
     pub active_requests: AtomicU32,
-    /// Active health checking's verdict (starts healthy).
-    pub healthy: AtomicBool,
-    /// Outlier detection's verdict.
-    pub ejected: AtomicBool,
-    /// Passive health: consecutive 5xx and gateway failures, ejections so far.
-    pub consecutive_5xx: AtomicU32,
-    pub consecutive_gateway_failure: AtomicU32,
-    pub ejections: AtomicU32,
-    /// Active health: consecutive probe results in the current direction.
-    pub probe_streak: AtomicU32,
+    /// Active checks' and outlier detection's verdicts; written by `health` only.
+    health: EndpointHealth,
     pool: Pool,
 }
 
@@ -168,19 +161,18 @@ impl Endpoint {
         Arc::new(Self {
             addr,
             active_requests: AtomicU32::new(0),
-            healthy: AtomicBool::new(true),
-            ejected: AtomicBool::new(false),
-            consecutive_5xx: AtomicU32::new(0),
-            consecutive_gateway_failure: AtomicU32::new(0),
-            ejections: AtomicU32::new(0),
-            probe_streak: AtomicU32::new(0),
+            health: EndpointHealth::default(),
             pool: Pool::default(),
         })
     }
 
     /// Healthy by active checks and not ejected by outlier detection.
     pub fn is_available(&self) -> bool {
-        self.healthy.load(Ordering::Relaxed) && !self.ejected.load(Ordering::Relaxed)
+        self.health.is_available()
+    }
+
+    pub fn health(&self) -> &EndpointHealth {
+        &self.health
     }
 }
 
@@ -229,12 +221,15 @@ impl Cluster {
                     .iter()
                     .find(|e| e.host.parse::<std::net::IpAddr>().is_err())
                     .map_or(spec.name.as_str(), |e| e.host.as_str());
-                Some(crate::identity::client::UpstreamTls::new(
-                    tls,
-                    identity,
-                    Some(spec.protocol),
-                    default_name,
-                )?)
+                Some(
+                    crate::identity::client::UpstreamTls::new(
+                        tls,
+                        identity,
+                        Some(spec.protocol),
+                        default_name,
+                    )
+                    .map_err(|e| e.to_string())?,
+                )
             }
             None => None,
         };

@@ -31,7 +31,7 @@ pub(super) type H1Sender = http1::SendRequest<RequestBody>;
 /// `UPE`, and the connection is closed (Envoy's `max_response_headers_kb`
 /// default). HTTP/1.1 also stops at hyper's (and Envoy's) 100 fields.
 const MAX_RESPONSE_HEADERS: usize = 60 * 1024;
-type H2Sender = http2::SendRequest<RequestBody>;
+pub(super) type H2Sender = http2::SendRequest<RequestBody>;
 
 #[derive(Default)]
 pub(crate) struct Pool {
@@ -206,7 +206,7 @@ async fn checkout_h1(
             }
             // Boxed: connecting (TCP, TLS, handshake) is the cold path, and
             // its state would otherwise grow every request's future.
-            None => return Box::pin(connect_h1(shared, endpoint)).await,
+            None => return Box::pin(connect(shared, endpoint)).await,
         }
     }
 }
@@ -222,7 +222,7 @@ async fn checkout_h2(
             match endpoint.pool.shared_h2() {
                 Some(tx) => tx,
                 None => {
-                    let tx = Box::pin(connect_h2(shared, endpoint)).await?;
+                    let tx: H2Sender = Box::pin(connect(shared, endpoint)).await?;
                     *lock(&endpoint.pool.h2) = Some(H2Conn {
                         tx: tx.clone(),
                         last_used: Instant::now(),
@@ -337,52 +337,75 @@ pub(super) async fn connect_tcp(
     Ok((stream, guard))
 }
 
-pub(super) async fn connect_h1(
-    shared: &Arc<ClusterShared>,
-    endpoint: &Endpoint,
-) -> Result<H1Sender, UpstreamError> {
-    let (stream, guard) = super::io::connect(shared, endpoint).await?;
-    let (tx, conn) = http1::Builder::new()
-        .max_header_size(MAX_RESPONSE_HEADERS)
-        .handshake(TokioIo::new(stream))
-        .await
-        .map_err(|e| {
-            UpstreamError::new(
-                UpstreamErrorKind::ConnectFailure,
-                Some(endpoint.addr),
-                e.to_string(),
-            )
-        })?;
-    tokio::spawn(async move {
-        let _guard = guard;
-        if let Err(e) = conn.with_upgrades().await {
-            tracing::debug!(error = %e, "upstream http/1.1 connection ended with an error");
-        }
-    });
-    Ok(tx)
+/// The handshake of one upstream protocol: what differs between opening an
+/// HTTP/1.1 and an HTTP/2 connection. The sender is what the pool keeps.
+pub(super) trait Handshake: Sized {
+    const PROTOCOL: &'static str;
+
+    fn handshake(
+        io: TokioIo<UpstreamIo>,
+    ) -> impl Future<
+        Output = hyper::Result<(
+            Self,
+            impl Future<Output = hyper::Result<()>> + Send + 'static,
+        )>,
+    > + Send;
 }
 
-pub(super) async fn connect_h2(
+impl Handshake for H1Sender {
+    const PROTOCOL: &'static str = "http/1.1";
+
+    async fn handshake(
+        io: TokioIo<UpstreamIo>,
+    ) -> hyper::Result<(
+        Self,
+        impl Future<Output = hyper::Result<()>> + Send + 'static,
+    )> {
+        let (tx, conn) = http1::Builder::new()
+            .max_header_size(MAX_RESPONSE_HEADERS)
+            .handshake(io)
+            .await?;
+        Ok((tx, conn.with_upgrades()))
+    }
+}
+
+impl Handshake for H2Sender {
+    const PROTOCOL: &'static str = "http/2";
+
+    async fn handshake(
+        io: TokioIo<UpstreamIo>,
+    ) -> hyper::Result<(
+        Self,
+        impl Future<Output = hyper::Result<()>> + Send + 'static,
+    )> {
+        http2::Builder::new(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .max_header_list_size(MAX_RESPONSE_HEADERS as u32)
+            .handshake(io)
+            .await
+    }
+}
+
+/// Opens a connection (TCP within the connect timeout and the connection
+/// breaker, TLS when the cluster has it) and completes the protocol's
+/// handshake; the connection is driven by its own task, counted in the
+/// cluster's connection stats until it ends.
+pub(super) async fn connect<S: Handshake>(
     shared: &Arc<ClusterShared>,
     endpoint: &Endpoint,
-) -> Result<H2Sender, UpstreamError> {
+) -> Result<S, UpstreamError> {
     let (stream, guard) = super::io::connect(shared, endpoint).await?;
-    let (tx, conn) = http2::Builder::new(TokioExecutor::new())
-        .timer(TokioTimer::new())
-        .max_header_list_size(MAX_RESPONSE_HEADERS as u32)
-        .handshake(TokioIo::new(stream))
-        .await
-        .map_err(|e| {
-            UpstreamError::new(
-                UpstreamErrorKind::ConnectFailure,
-                Some(endpoint.addr),
-                e.to_string(),
-            )
-        })?;
+    let (tx, conn) = S::handshake(TokioIo::new(stream)).await.map_err(|e| {
+        UpstreamError::new(
+            UpstreamErrorKind::ConnectFailure,
+            Some(endpoint.addr),
+            e.to_string(),
+        )
+    })?;
     tokio::spawn(async move {
         let _guard = guard;
         if let Err(e) = conn.await {
-            tracing::debug!(error = %e, "upstream http/2 connection ended with an error");
+            tracing::debug!(error = %e, "upstream {} connection ended with an error", S::PROTOCOL);
         }
     });
     Ok(tx)

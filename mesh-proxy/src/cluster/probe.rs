@@ -3,7 +3,7 @@
 use http::Request;
 
 use super::classify::classify;
-use super::pool::{connect_h1, connect_h2};
+use super::pool::{H1Sender, H2Sender, connect};
 use super::{Cluster, Endpoint, UpstreamError, UpstreamErrorKind};
 use crate::body::RequestBody;
 use crate::config::UpstreamProtocol;
@@ -45,8 +45,14 @@ pub async fn probe(
         );
     }
     let resp = match shared.settings.protocol {
-        UpstreamProtocol::Http1 => connect_h1(shared, endpoint).await?.send_request(req).await,
-        UpstreamProtocol::Http2 => connect_h2(shared, endpoint).await?.send_request(req).await,
+        UpstreamProtocol::Http1 => {
+            let mut tx: H1Sender = connect(shared, endpoint).await?;
+            tx.send_request(req).await
+        }
+        UpstreamProtocol::Http2 => {
+            let mut tx: H2Sender = connect(shared, endpoint).await?;
+            tx.send_request(req).await
+        }
     }
     .map_err(|e| classify(e, endpoint))?;
     Ok(resp.status())

@@ -13,9 +13,11 @@
 
 mod error;
 pub(crate) mod introspect;
+mod limits;
 pub mod model;
 mod parse;
 pub(crate) mod raw;
+pub(crate) mod ser;
 mod suggest;
 pub(crate) mod validate;
 

@@ -72,6 +72,7 @@ pub(crate) struct DownstreamTlsConfig {
 
 #[derive(Debug, Deserialize)]
 pub(crate) struct RouteConfig {
+    pub name: Option<String>,
     #[serde(rename = "match")]
     pub matcher: Option<MatchConfig>,
     pub cluster: Option<String>,

@@ -1,31 +1,9 @@
 //! "Did you mean" suggestions for misspelt keys, names and words.
 
-/// Edit distance counting insertions, deletions, substitutions and swaps of
-/// two adjacent characters (optimal string alignment), over chars.
-pub(crate) fn distance(a: &str, b: &str) -> usize {
-    let a: Vec<char> = a.chars().collect();
-    let b: Vec<char> = b.chars().collect();
-    // rows[i][j] = distance between a[..i] and b[..j]
-    let mut rows: Vec<Vec<usize>> = (0..=a.len())
-        .map(|i| (0..=b.len()).map(|j| if i == 0 { j } else { i }).collect())
-        .collect();
-    for i in 1..=a.len() {
-        for j in 1..=b.len() {
-            let cost = usize::from(a[i - 1] != b[j - 1]);
-            let mut best = (rows[i - 1][j] + 1)
-                .min(rows[i][j - 1] + 1)
-                .min(rows[i - 1][j - 1] + cost);
-            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
-                best = best.min(rows[i - 2][j - 2] + 1);
-            }
-            rows[i][j] = best;
-        }
-    }
-    rows[a.len()][b.len()]
-}
-
 /// The closest candidate to `word` (case-insensitively) if it is within
-/// `max(1, len/3)` edits; ties go to the earliest candidate.
+/// `max(1, len/3)` edits — insertions, deletions, substitutions and swaps
+/// of two adjacent characters (optimal string alignment, over chars:
+/// `strsim::osa_distance`); ties go to the earliest candidate.
 pub(crate) fn suggest<'a>(
     word: &str,
     candidates: impl IntoIterator<Item = &'a str>,
@@ -35,7 +13,10 @@ pub(crate) fn suggest<'a>(
     candidates
         .into_iter()
         .filter(|candidate| *candidate != word)
-        .map(|candidate| (distance(&word_lower, &candidate.to_lowercase()), candidate))
+        .map(|candidate| {
+            let lower = candidate.to_lowercase();
+            (strsim::osa_distance(&word_lower, &lower), candidate)
+        })
         .filter(|(dist, _)| *dist <= limit)
         .min_by_key(|(dist, _)| *dist)
         .map(|(_, candidate)| candidate)
@@ -58,6 +39,8 @@ mod tests {
 
     #[test]
     fn distance_counts_each_kind_of_edit() {
+        // The distance `suggest` ranks by: what a typo costs.
+        let distance = strsim::osa_distance;
         assert_eq!(distance("", ""), 0);
         assert_eq!(distance("abc", ""), 3);
         assert_eq!(distance("", "abc"), 3);

@@ -4,7 +4,6 @@
 //! balancing, `healthy_threshold` successes bring it back. A 2xx is a success.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use crate::cluster::{Cluster, Endpoint, probe};
 use crate::config::HealthCheckSpec;
@@ -40,25 +39,17 @@ async fn check_one(cluster: &Cluster, endpoint: &Endpoint, spec: &HealthCheckSpe
         tokio::time::timeout(spec.timeout, probe(cluster, endpoint, &spec.path)).await,
         Ok(Ok(status)) if status.is_success()
     );
-    let healthy = endpoint.healthy.load(Ordering::Relaxed);
-    if ok == healthy {
-        endpoint.probe_streak.store(0, Ordering::Relaxed);
-        return;
-    }
-    // The probe disagrees with the current state: count towards a flip.
-    let streak = endpoint.probe_streak.fetch_add(1, Ordering::Relaxed) + 1;
-    let threshold = if healthy {
-        spec.unhealthy_threshold
-    } else {
-        spec.healthy_threshold
-    };
-    if streak >= threshold.max(1) {
-        endpoint.healthy.store(ok, Ordering::Relaxed);
-        endpoint.probe_streak.store(0, Ordering::Relaxed);
-        if ok {
+    let flipped =
+        endpoint
+            .health()
+            .mark_active_result(ok, spec.healthy_threshold, spec.unhealthy_threshold);
+    match flipped {
+        Some(true) => {
             tracing::info!(cluster = %cluster.name(), endpoint = %endpoint.addr, "endpoint healthy again");
-        } else {
+        }
+        Some(false) => {
             tracing::warn!(cluster = %cluster.name(), endpoint = %endpoint.addr, "endpoint failed health checks; removed from load balancing");
         }
+        None => {}
     }
 }

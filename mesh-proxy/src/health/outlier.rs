@@ -27,18 +27,10 @@ pub fn record_outcome(cluster: &Arc<Cluster>, endpoint: &Arc<Endpoint>, outcome:
             UpstreamErrorKind::Overflow | UpstreamErrorKind::NoHealthyEndpoint => return,
         },
     };
-    let bump = |counter: &std::sync::atomic::AtomicU32, hit: bool| {
-        if hit {
-            counter.fetch_add(1, Ordering::Relaxed) + 1
-        } else {
-            counter.store(0, Ordering::Relaxed);
-            0
-        }
-    };
-    let c5 = bump(&endpoint.consecutive_5xx, is_5xx);
-    let cg = bump(&endpoint.consecutive_gateway_failure, is_gateway);
-    if (od.consecutive_5xx > 0 && c5 >= od.consecutive_5xx)
-        || (od.consecutive_gateway_failure > 0 && cg >= od.consecutive_gateway_failure)
+    let streaks = endpoint.health().count_outcome(is_5xx, is_gateway);
+    if (od.consecutive_5xx > 0 && streaks.consecutive_5xx >= od.consecutive_5xx)
+        || (od.consecutive_gateway_failure > 0
+            && streaks.consecutive_gateway_failure >= od.consecutive_gateway_failure)
     {
         eject(
             cluster,
@@ -60,19 +52,14 @@ fn eject(
     let ejected = set
         .endpoints
         .iter()
-        .filter(|e| e.ejected.load(Ordering::Relaxed))
+        .filter(|e| e.health().is_ejected())
         .count();
     if (ejected + 1) * 100 > total * max_percent as usize {
         return;
     }
-    if endpoint.ejected.swap(true, Ordering::AcqRel) {
+    let Some(n) = endpoint.health().eject() else {
         return;
-    }
-    endpoint.consecutive_5xx.store(0, Ordering::Relaxed);
-    endpoint
-        .consecutive_gateway_failure
-        .store(0, Ordering::Relaxed);
-    let n = (endpoint.ejections.fetch_add(1, Ordering::Relaxed) + 1).min(10);
+    };
     let duration = base * n;
     cluster
         .stats()
@@ -83,7 +70,7 @@ fn eject(
     let endpoint = Arc::clone(endpoint);
     tokio::spawn(async move {
         tokio::time::sleep(duration).await;
-        endpoint.ejected.store(false, Ordering::Release);
+        endpoint.health().readmit();
         tracing::info!(cluster = %cluster_name, endpoint = %endpoint.addr, "endpoint readmitted");
     });
 }
@@ -124,10 +111,7 @@ mod tests {
             Outcome::Status(StatusCode::INTERNAL_SERVER_ERROR),
             2,
         );
-        assert!(
-            !e.ejected.load(Ordering::Relaxed),
-            "two 500s are under the threshold"
-        );
+        assert!(!e.health().is_ejected(), "two 500s are under the threshold");
         record_outcome(&c, &e, Outcome::Status(StatusCode::OK));
         fail(
             &c,
@@ -135,20 +119,14 @@ mod tests {
             Outcome::Status(StatusCode::INTERNAL_SERVER_ERROR),
             2,
         );
-        assert!(
-            !e.ejected.load(Ordering::Relaxed),
-            "a success resets the streak"
-        );
+        assert!(!e.health().is_ejected(), "a success resets the streak");
         record_outcome(&c, &e, Outcome::Status(StatusCode::INTERNAL_SERVER_ERROR));
-        assert!(e.ejected.load(Ordering::Relaxed), "three in a row eject");
+        assert!(e.health().is_ejected(), "three in a row eject");
         assert!(c.pick(&[]).is_some_and(|p| p.addr != e.addr));
 
         tokio::time::sleep(Duration::from_millis(10_001)).await;
         tokio::task::yield_now().await;
-        assert!(
-            !e.ejected.load(Ordering::Relaxed),
-            "readmitted after the base time"
-        );
+        assert!(!e.health().is_ejected(), "readmitted after the base time");
 
         fail(
             &c,
@@ -156,19 +134,16 @@ mod tests {
             Outcome::Failed(UpstreamErrorKind::ConnectFailure),
             2,
         );
-        assert!(
-            e.ejected.load(Ordering::Relaxed),
-            "two gateway failures eject"
-        );
+        assert!(e.health().is_ejected(), "two gateway failures eject");
         tokio::time::sleep(Duration::from_millis(10_001)).await;
         tokio::task::yield_now().await;
         assert!(
-            e.ejected.load(Ordering::Relaxed),
+            e.health().is_ejected(),
             "second ejection lasts twice as long"
         );
         tokio::time::sleep(Duration::from_secs(10)).await;
         tokio::task::yield_now().await;
-        assert!(!e.ejected.load(Ordering::Relaxed));
+        assert!(!e.health().is_ejected());
     }
 
     #[tokio::test(start_paused = true)]
@@ -178,10 +153,7 @@ mod tests {
         for e in &eps {
             fail(&c, e, Outcome::PerTryTimeout, 5);
         }
-        let ejected = eps
-            .iter()
-            .filter(|e| e.ejected.load(Ordering::Relaxed))
-            .count();
+        let ejected = eps.iter().filter(|e| e.health().is_ejected()).count();
         assert_eq!(ejected, 2);
     }
 
@@ -190,6 +162,6 @@ mod tests {
         let c = cluster(2, 100);
         let e = Arc::clone(&c.endpoints().endpoints[0]);
         fail(&c, &e, Outcome::Failed(UpstreamErrorKind::Overflow), 10);
-        assert!(!e.ejected.load(Ordering::Relaxed));
+        assert!(!e.health().is_ejected());
     }
 }

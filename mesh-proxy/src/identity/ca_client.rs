@@ -18,7 +18,68 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use rustls::sign::CertifiedKey;
 
 use super::files::{Names, assemble, read_certs};
-use super::{Identity, IdentityStore, provider};
+use super::{Identity, IdentityError, IdentityStore, provider};
+
+/// Why one attempt to obtain a certificate from the CA failed.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum CaClientError {
+    #[error("spiffe_id")]
+    SpiffeId(#[source] mesh_ca::SpiffeIdError),
+    #[error("cannot generate a key and CSR")]
+    Csr(#[source] mesh_ca::CaError),
+    /// The trust bundle cannot be read, or the issued chain is not a valid SVID.
+    #[error(transparent)]
+    Identity(#[from] IdentityError),
+    #[error("join token {}", path.display())]
+    Token {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the token file holds an invalid token")]
+    InvalidToken,
+    #[error("the CA answered with something that is not a PEM chain")]
+    NotPemChain(#[source] rustls::pki_types::pem::Error),
+    #[error("the generated key cannot be read back")]
+    GeneratedKey(#[source] rustls::pki_types::pem::Error),
+    #[error("the CA issued {issued} instead of {expected}")]
+    WrongIdentity {
+        issued: SpiffeId,
+        expected: SpiffeId,
+    },
+    #[error("the CA url has no host")]
+    NoHost,
+    #[error("CA host {host:?}")]
+    InvalidHost {
+        host: String,
+        #[source]
+        source: rustls::pki_types::InvalidDnsNameError,
+    },
+    #[error("cannot set up TLS to the CA")]
+    TlsSetup(#[source] rustls::Error),
+    #[error("connect {host}:{port}")]
+    Connect {
+        host: String,
+        port: u16,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("tls with the CA: {0}")]
+    Handshake(String),
+    #[error("http with the CA")]
+    Http(#[source] hyper::Error),
+    #[error("cannot build the request")]
+    Request(#[source] http::Error),
+    #[error("reading the CA's answer")]
+    Body(#[source] Box<dyn std::error::Error + Send + Sync>),
+    #[error("the CA refused ({status}): {body}")]
+    Refused {
+        status: http::StatusCode,
+        body: String,
+    },
+    #[error("no answer from the CA within 15 s")]
+    Timeout,
+}
 
 /// Where and as whom to obtain certificates.
 #[derive(Debug, Clone)]
@@ -52,7 +113,8 @@ pub fn spawn_ca_client(store: &Arc<IdentityStore>, source: CaSource) {
                         .rotation_failures
                         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     let wait = backoff(failures);
-                    tracing::warn!(error = %e, retry_in = ?wait, "cannot obtain a certificate from the CA");
+                    let error: &dyn std::error::Error = &e;
+                    tracing::warn!(error, retry_in = ?wait, "cannot obtain a certificate from the CA");
                     wait
                 }
             };
@@ -77,10 +139,10 @@ fn backoff(failures: u32) -> Duration {
     base.mul_f64(0.8 + fastrand::f64() * 0.4)
 }
 
-async fn obtain(store: &IdentityStore, source: &CaSource) -> Result<Identity, String> {
-    let id = SpiffeId::parse(&source.spiffe_id).map_err(|e| format!("spiffe_id: {e}"))?;
-    let (csr_pem, key_pem) = mesh_ca::generate_csr(&id).map_err(|e| e.to_string())?;
-    let roots = read_certs(&source.trust_bundle).map_err(|e| e.to_string())?;
+async fn obtain(store: &IdentityStore, source: &CaSource) -> Result<Identity, CaClientError> {
+    let id = SpiffeId::parse(&source.spiffe_id).map_err(CaClientError::SpiffeId)?;
+    let (csr_pem, key_pem) = mesh_ca::generate_csr(&id).map_err(CaClientError::Csr)?;
+    let roots = read_certs(&source.trust_bundle)?;
     // Renew over mTLS while the current certificate is valid; otherwise
     // (first time, or expired) use the join token.
     let current = store.current().filter(|c| c.expires_in_secs() > 0);
@@ -88,7 +150,10 @@ async fn obtain(store: &IdentityStore, source: &CaSource) -> Result<Identity, St
         Some(_) => None,
         None => Some(
             std::fs::read_to_string(&source.token_file)
-                .map_err(|e| format!("{}: {e}", source.token_file.display()))?
+                .map_err(|e| CaClientError::Token {
+                    path: source.token_file.clone(),
+                    source: e,
+                })?
                 .trim()
                 .to_owned(),
         ),
@@ -103,19 +168,20 @@ async fn obtain(store: &IdentityStore, source: &CaSource) -> Result<Identity, St
     .await?;
     let chain = CertificateDer::pem_slice_iter(chain_pem.as_bytes())
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("the CA answered with something that is not a PEM chain: {e}"))?;
-    let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).map_err(|e| e.to_string())?;
+        .map_err(CaClientError::NotPemChain)?;
+    let key =
+        PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).map_err(CaClientError::GeneratedKey)?;
     let names = Names {
         cert: format!("certificate from {}", source.url),
         key: "generated key".to_owned(),
         bundle: source.trust_bundle.display().to_string(),
     };
-    let identity = assemble(chain, key, roots, &names).map_err(|e| e.to_string())?;
+    let identity = assemble(chain, key, roots, &names)?;
     if identity.spiffe_id != id {
-        return Err(format!(
-            "the CA issued {} instead of {id}",
-            identity.spiffe_id
-        ));
+        return Err(CaClientError::WrongIdentity {
+            issued: identity.spiffe_id,
+            expected: id,
+        });
     }
     Ok(identity)
 }
@@ -147,19 +213,20 @@ async fn post_csr(
     current: Option<Arc<CertifiedKey>>,
     token: Option<&str>,
     csr_pem: String,
-) -> Result<String, String> {
+) -> Result<String, CaClientError> {
     let host = source
         .url
         .host()
-        .ok_or("the CA url has no host")?
+        .ok_or(CaClientError::NoHost)?
         .trim_start_matches('[')
         .trim_end_matches(']')
         .to_owned();
     let port = source.url.port_u16().unwrap_or(443);
-    let verifier = mesh_ca::CaServerVerifier::new(roots, provider()).map_err(|e| e.to_string())?;
+    let verifier =
+        mesh_ca::CaServerVerifier::new(roots, provider()).map_err(CaClientError::TlsSetup)?;
     let builder = rustls::ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
+        .map_err(CaClientError::TlsSetup)?
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(verifier));
     let mut config = match current {
@@ -167,46 +234,56 @@ async fn post_csr(
         None => builder.with_no_client_auth(),
     };
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    let name = ServerName::try_from(host.clone()).map_err(|e| format!("CA host {host:?}: {e}"))?;
+    let name = ServerName::try_from(host.clone()).map_err(|e| CaClientError::InvalidHost {
+        host: host.clone(),
+        source: e,
+    })?;
     let exchange = async {
         let tcp = tokio::net::TcpStream::connect((host.as_str(), port))
             .await
-            .map_err(|e| format!("connect {host}:{port}: {e}"))?;
+            .map_err(|e| CaClientError::Connect {
+                host: host.clone(),
+                port,
+                source: e,
+            })?;
         let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
             .connect(name, tcp)
             .await
-            .map_err(|e| format!("tls with the CA: {}", mesh_ca::tls_error_words(&e)))?;
+            .map_err(|e| CaClientError::Handshake(mesh_ca::tls_error_words(&e)))?;
         let (mut tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(CaClientError::Http)?;
         tokio::spawn(conn);
         let mut req = http::Request::post(format!("/v1/sign?ttl={}s", source.ttl.as_secs()))
             .header(http::header::HOST, format!("{host}:{port}"))
             .header(http::header::CONTENT_TYPE, "application/pkcs10")
             .body(Full::new(Bytes::from(csr_pem)))
-            .map_err(|e| e.to_string())?;
+            .map_err(CaClientError::Request)?;
         if let Some(token) = token {
             let value = http::HeaderValue::from_str(&format!("Bearer {token}"))
-                .map_err(|_| "the token file holds an invalid token")?;
+                .map_err(|_| CaClientError::InvalidToken)?;
             req.headers_mut().insert(http::header::AUTHORIZATION, value);
         }
-        let resp = tx.send_request(req).await.map_err(|e| e.to_string())?;
+        let resp = tx.send_request(req).await.map_err(CaClientError::Http)?;
         let status = resp.status();
         let body = Limited::new(resp.into_body(), 1 << 20)
             .collect()
             .await
-            .map_err(|e| e.to_string())?
+            .map_err(CaClientError::Body)?
             .to_bytes();
         let text = String::from_utf8_lossy(&body).into_owned();
         if status.is_success() {
             Ok(text)
         } else {
-            Err(format!("the CA refused ({status}): {}", text.trim()))
+            Err(CaClientError::Refused {
+                status,
+                body: text.trim().to_owned(),
+            })
         }
     };
     tokio::time::timeout(Duration::from_secs(15), exchange)
         .await
-        .map_err(|_| "no answer from the CA within 15 s".to_owned())?
+        .map_err(|_| CaClientError::Timeout)?
 }
 
 #[cfg(test)]

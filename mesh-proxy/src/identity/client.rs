@@ -5,19 +5,42 @@
 use std::sync::Arc;
 
 use mesh_ca::SpiffeId;
+use mesh_ca::{HandshakeSignatures, SpiffeIdError};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::{ResolvesClientCert, WebPkiServerVerifier};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::sign::CertifiedKey;
-use rustls::{
-    CertificateError, ClientConfig, DigitallySignedStruct, Error, RootCertStore, SignatureScheme,
-};
+use rustls::{ClientConfig, DigitallySignedStruct, Error, RootCertStore, SignatureScheme};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
+use super::verify::{PeerRole, verify_chain};
 use super::{IdentityStore, provider};
 use crate::config::{TlsMode, UpstreamProtocol, UpstreamTlsSpec, UpstreamTrust};
+
+/// Why a cluster's upstream TLS config cannot be built.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamTlsError {
+    #[error("tls with mesh trust needs an identity")]
+    MeshTrustNoIdentity,
+    #[error("tls with mesh trust needs a peer: the SPIFFE ID the upstream must present")]
+    NoPeer,
+    #[error("peer \"{peer}\": {source}")]
+    Peer {
+        peer: String,
+        #[source]
+        source: SpiffeIdError,
+    },
+    #[error("tls mode mutual needs an identity")]
+    MutualNoIdentity,
+    #[error(transparent)]
+    Rustls(#[from] rustls::Error),
+    #[error(transparent)]
+    Verifier(#[from] rustls::client::VerifierBuilderError),
+    #[error(transparent)]
+    ServerName(#[from] rustls::pki_types::InvalidDnsNameError),
+}
 
 /// Everything needed to open TLS connections to one cluster's endpoints.
 pub struct UpstreamTls {
@@ -41,26 +64,25 @@ impl UpstreamTls {
         store: Option<Arc<IdentityStore>>,
         protocol: Option<UpstreamProtocol>,
         default_name: &str,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, UpstreamTlsError> {
         let builder = ClientConfig::builder_with_provider(provider())
-            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-            .map_err(|e| e.to_string())?;
+            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?;
         let builder = match spec.trust {
             UpstreamTrust::Mesh => {
-                let store = store
-                    .clone()
-                    .ok_or("tls with mesh trust needs an identity")?;
+                let store = store.clone().ok_or(UpstreamTlsError::MeshTrustNoIdentity)?;
                 // Without a peer every workload of the mesh would pass
                 // (validation refuses such a config; this is the backstop).
-                let peer = spec.peer.as_deref().ok_or(
-                    "tls with mesh trust needs a peer: the SPIFFE ID the upstream must present",
-                )?;
-                let peer = SpiffeId::parse(peer).map_err(|e| format!("peer \"{peer}\": {e}"))?;
+                let peer = spec.peer.as_deref().ok_or(UpstreamTlsError::NoPeer)?;
+                let peer = SpiffeId::parse(peer).map_err(|source| UpstreamTlsError::Peer {
+                    peer: peer.to_owned(),
+                    source,
+                })?;
                 builder
                     .dangerous()
                     .with_custom_certificate_verifier(Arc::new(SpiffeServerVerifier {
                         store,
                         peer,
+                        signatures: HandshakeSignatures::new(&provider()),
                     }))
             }
             UpstreamTrust::System => {
@@ -68,8 +90,7 @@ impl UpstreamTls {
                 roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
                 let verifier =
                     WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider())
-                        .build()
-                        .map_err(|e| e.to_string())?;
+                        .build()?;
                 builder.with_webpki_verifier(verifier)
             }
         };
@@ -77,7 +98,7 @@ impl UpstreamTls {
             (TlsMode::Mutual, Some(store)) => {
                 builder.with_client_cert_resolver(Arc::new(StoreClientResolver(store)))
             }
-            (TlsMode::Mutual, None) => return Err("tls mode mutual needs an identity".to_owned()),
+            (TlsMode::Mutual, None) => return Err(UpstreamTlsError::MutualNoIdentity),
             (TlsMode::Server, _) => builder.with_no_client_auth(),
         };
         config.alpn_protocols = match protocol {
@@ -87,8 +108,7 @@ impl UpstreamTls {
         };
         let name = spec.sni.as_deref().unwrap_or(default_name);
         let server_name = ServerName::try_from(name.to_owned())
-            .or_else(|_| ServerName::try_from("mesh-upstream".to_owned()))
-            .map_err(|e| e.to_string())?;
+            .or_else(|_| ServerName::try_from("mesh-upstream".to_owned()))?;
         Ok(Self {
             connector: TlsConnector::from(Arc::new(config)),
             server_name,
@@ -115,13 +135,13 @@ impl ResolvesClientCert for StoreClientResolver {
     }
 }
 
-/// Chain validation against the current mesh bundle, then the SVID rules
-/// and the expected SPIFFE ID. Names and IPs are not checked: SVIDs need
-/// not carry them, identity is the SPIFFE ID.
+/// The upstream's chain against the current mesh bundle, then the SVID
+/// rules and the expected SPIFFE ID.
 #[derive(Debug)]
 struct SpiffeServerVerifier {
     store: Arc<IdentityStore>,
     peer: SpiffeId,
+    signatures: HandshakeSignatures,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -140,27 +160,19 @@ impl ServerCertVerifier for SpiffeServerVerifier {
         _ocsp: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, Error> {
-        let identity = self
-            .store
-            .current()
-            .ok_or_else(|| Error::General("no identity".to_owned()))?;
-        let parsed = rustls::server::ParsedCertificate::try_from(end_entity)?;
-        rustls::client::verify_server_cert_signed_by_trust_anchor(
-            &parsed,
-            &identity.trust.roots,
+        verify_chain(
+            &self.store,
+            PeerRole::Server,
+            end_entity,
             intermediates,
             now,
-            provider().signature_verification_algorithms.all,
         )?;
-        let other = |e: Arc<dyn std::error::Error + Send + Sync>| {
-            Error::InvalidCertificate(CertificateError::Other(rustls::OtherError(e)))
-        };
-        let got = mesh_ca::svid_spiffe_id(end_entity).map_err(|e| other(Arc::new(e)))?;
+        let got = mesh_ca::peer_svid(end_entity)?;
         if got != self.peer {
-            return Err(other(Arc::new(WrongPeer {
+            return Err(mesh_ca::refused(WrongPeer {
                 got,
                 want: self.peer.clone(),
-            })));
+            }));
         }
         Ok(ServerCertVerified::assertion())
     }
@@ -171,12 +183,7 @@ impl ServerCertVerifier for SpiffeServerVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &provider().signature_verification_algorithms,
-        )
+        self.signatures.tls12(message, cert, dss)
     }
 
     fn verify_tls13_signature(
@@ -185,18 +192,11 @@ impl ServerCertVerifier for SpiffeServerVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &provider().signature_verification_algorithms,
-        )
+        self.signatures.tls13(message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        provider()
-            .signature_verification_algorithms
-            .supported_schemes()
+        self.signatures.schemes()
     }
 }
 
@@ -214,9 +214,8 @@ mod tests {
         };
         let store = Some(IdentityStore::new(None));
         let err = UpstreamTls::new(&spec, store, None, "db").err();
-        assert!(
-            err.as_deref().is_some_and(|e| e.contains("needs a peer")),
-            "{err:?}"
-        );
+        assert!(matches!(err, Some(UpstreamTlsError::NoPeer)), "{err:?}");
+        let err = err.map(|e| e.to_string()).unwrap_or_default();
+        assert!(err.contains("needs a peer"), "{err}");
     }
 }

@@ -17,6 +17,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
 use rustls::sign::CertifiedKey;
 
 use super::{Identity, IdentityError, IdentityStore, Trust, provider};
+use crate::file_watch::FileWatch;
 
 fn file_err(path: &Path, reason: impl std::fmt::Display) -> IdentityError {
     IdentityError::File {
@@ -124,19 +125,6 @@ pub(super) fn assemble(
     })
 }
 
-/// What identifies the content behind a path without reading it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Stamp(Option<(u64, u64, u64, Option<std::time::SystemTime>)>);
-
-fn stamp(path: &Path) -> Stamp {
-    use std::os::unix::fs::MetadataExt;
-    Stamp(
-        std::fs::metadata(path)
-            .ok()
-            .map(|m| (m.dev(), m.ino(), m.len(), m.modified().ok())),
-    )
-}
-
 /// Reloads the identity whenever one of the files changes; a change that
 /// does not load (half-written file, mismatched key) keeps the old identity
 /// and is retried on the next change. Stops when the store is dropped.
@@ -147,18 +135,14 @@ pub fn spawn_file_watcher(
     bundle: PathBuf,
 ) {
     let store = Arc::downgrade(store);
+    let mut watch = FileWatch::new(
+        vec![cert.clone(), key.clone(), bundle.clone()],
+        Duration::from_millis(500),
+        Duration::ZERO,
+    );
     tokio::spawn(async move {
-        let paths = [cert.clone(), key.clone(), bundle.clone()];
-        let mut last: Vec<Stamp> = paths.iter().map(|p| stamp(p)).collect();
-        let mut tick = tokio::time::interval(Duration::from_millis(500));
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            tick.tick().await;
-            let now: Vec<Stamp> = paths.iter().map(|p| stamp(p)).collect();
-            if now == last {
-                continue;
-            }
-            last = now;
+            watch.changed().await;
             let Some(store) = store.upgrade() else { return };
             match load_files(&cert, &key, &bundle) {
                 Ok(identity) => store.set(identity),

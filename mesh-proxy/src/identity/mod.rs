@@ -13,6 +13,7 @@ mod ca_client;
 pub mod client;
 mod files;
 pub mod server;
+mod verify;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -6,7 +6,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use mesh_ca::SpiffeId;
+use mesh_ca::{HandshakeSignatures, SpiffeId};
+use rustls::client::danger::HandshakeSignatureValid;
 use rustls::pki_types::{CertificateDer, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::server::{ClientHello, ResolvesServerCert, ServerConnection};
@@ -20,6 +21,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 
 use super::allow::{Admission, AllowList};
+use super::verify::{PeerRole, verify_chain};
 use super::{IdentityStore, human_duration, provider};
 use crate::config::{DownstreamTlsSpec, TlsMode};
 
@@ -122,13 +124,13 @@ impl TlsServer {
         spec: &DownstreamTlsSpec,
         store: Arc<IdentityStore>,
         alpn: &[&[u8]],
-    ) -> Result<Self, String> {
+    ) -> Result<Self, rustls::Error> {
         let builder = ServerConfig::builder_with_provider(provider())
-            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-            .map_err(|e| e.to_string())?;
+            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?;
         let builder = match spec.mode {
             TlsMode::Mutual => builder.with_client_cert_verifier(Arc::new(SpiffeClientVerifier {
                 store: Arc::clone(&store),
+                signatures: HandshakeSignatures::new(&provider()),
             })),
             TlsMode::Server => builder.with_no_client_auth(),
         };
@@ -391,6 +393,7 @@ impl ResolvesServerCert for StoreResolver {
 #[derive(Debug)]
 struct SpiffeClientVerifier {
     store: Arc<IdentityStore>,
+    signatures: HandshakeSignatures,
 }
 
 /// The one client-chain check of a mutual listener, for full handshakes
@@ -404,16 +407,8 @@ fn verify_svid_chain(
 ) -> Result<(), Error> {
     let claimed = mesh_ca::svid_spiffe_id(end_entity);
     PRESENTED.with(|p| *p.borrow_mut() = claimed.as_ref().ok().map(|id| id.to_string()));
-    let identity = store
-        .current()
-        .ok_or_else(|| Error::General("no identity".to_owned()))?;
-    identity
-        .trust
-        .client_verifier
-        .verify_client_cert(end_entity, intermediates, now)?;
-    claimed.map_err(|e| {
-        Error::InvalidCertificate(CertificateError::Other(rustls::OtherError(Arc::new(e))))
-    })?;
+    verify_chain(store, PeerRole::Client, end_entity, intermediates, now)?;
+    claimed.map_err(mesh_ca::refused)?;
     Ok(())
 }
 
@@ -438,13 +433,8 @@ impl ClientCertVerifier for SpiffeClientVerifier {
         message: &[u8],
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &provider().signature_verification_algorithms,
-        )
+    ) -> Result<HandshakeSignatureValid, Error> {
+        self.signatures.tls12(message, cert, dss)
     }
 
     fn verify_tls13_signature(
@@ -452,18 +442,11 @@ impl ClientCertVerifier for SpiffeClientVerifier {
         message: &[u8],
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &provider().signature_verification_algorithms,
-        )
+    ) -> Result<HandshakeSignatureValid, Error> {
+        self.signatures.tls13(message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        provider()
-            .signature_verification_algorithms
-            .supported_schemes()
+        self.signatures.schemes()
     }
 }

@@ -194,32 +194,44 @@ pub fn spawn_accept_loop(
                 continue;
             };
             let _ = stream.set_nodelay(true);
-            let drain = drain.clone();
-            match &protocol {
-                Protocol::Http(server) => {
-                    let server = Arc::clone(server);
-                    inner_tracker.spawn(async move {
-                        server.serve(stream, peer, drain).await;
-                        drop(permit);
-                    });
-                }
-                Protocol::Tcp {
-                    cluster,
-                    limits,
-                    tls,
-                } => {
-                    let cluster = Arc::clone(cluster);
-                    let limits = *limits;
-                    let tls = tls.clone();
-                    inner_tracker.spawn(async move {
-                        tcp::serve(stream, peer, &cluster, &limits, tls.as_deref()).await;
-                        drop(permit);
-                    });
-                }
-            }
+            spawn_connection(&protocol, &inner_tracker, stream, peer, drain.clone(), permit);
         }
         tracing::info!(listener = %name, "listener closed");
     });
+}
+
+/// Serves one accepted connection on its own task, holding its
+/// `max_connections` slot until it ends.
+fn spawn_connection(
+    protocol: &Protocol,
+    tracker: &TaskTracker,
+    stream: tokio::net::TcpStream,
+    peer: std::net::SocketAddr,
+    drain: Drain,
+    permit: tokio::sync::OwnedSemaphorePermit,
+) {
+    match protocol {
+        Protocol::Http(server) => {
+            let server = Arc::clone(server);
+            tracker.spawn(async move {
+                server.serve(stream, peer, drain).await;
+                drop(permit);
+            });
+        }
+        Protocol::Tcp {
+            cluster,
+            limits,
+            tls,
+        } => {
+            let cluster = Arc::clone(cluster);
+            let limits = *limits;
+            let tls = tls.clone();
+            tracker.spawn(async move {
+                tcp::serve(stream, peer, &cluster, &limits, tls.as_deref()).await;
+                drop(permit);
+            });
+        }
+    }
 }
 
 /// How long a closing listener waits for one more completed handshake.

@@ -15,11 +15,11 @@ use std::time::Duration;
 
 use http::{HeaderName, HeaderValue, StatusCode};
 use mesh_ca::SpiffePattern;
-use serde::Deserialize;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
 
 use super::RequestView;
 use crate::config::raw::{Scalar, ScalarMap};
+use crate::config::ser;
 use crate::config::validate::{Ctx, index, join};
 use crate::router::{PolicyReply, ProxyError, ResponseFlag};
 
@@ -58,29 +58,40 @@ pub(crate) fn fields_at(rest: &str) -> Option<&'static [&'static str]> {
     }
 }
 
-/// A validated `routes[].fault`.
-#[derive(Debug, Clone, PartialEq)]
+/// A validated `routes[].fault` (serialized for `/config_dump`, credential
+/// header values redacted).
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct FaultSpec {
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub delay: Option<FaultDelay>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub abort: Option<FaultAbort>,
     /// Only these callers; empty = every caller.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub from: Vec<SpiffePattern>,
     /// Only requests carrying all of these (exact values); empty = all.
+    #[serde(
+        skip_serializing_if = "Vec::is_empty",
+        serialize_with = "ser::header_pairs"
+    )]
     pub headers: Vec<(HeaderName, HeaderValue)>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct FaultDelay {
+    #[serde(serialize_with = "ser::duration")]
     pub fixed: Duration,
     /// Share of the requests delayed, 0–100.
     pub percent: f64,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct FaultAbort {
     /// 400–599.
+    #[serde(serialize_with = "ser::status")]
     pub status: StatusCode,
     /// 0–16, for gRPC callers (issue 15; not used yet).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub grpc_status: Option<u8>,
     /// Share of the requests aborted, 0–100.
     pub percent: f64,
@@ -205,34 +216,6 @@ fn from(cx: &mut Ctx<'_>, at: &str, list: &[String]) -> Option<Vec<SpiffePattern
         .filter_map(|(i, text)| cx.spiffe_pattern(&index(at, i), text))
         .collect();
     (patterns.len() == list.len()).then_some(patterns)
-}
-
-impl serde::Serialize for FaultSpec {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let dur = |d: Duration| humantime::format_duration(d).to_string();
-        let mut out = json!({});
-        if let Some(d) = &self.delay {
-            out["delay"] = json!({ "fixed": dur(d.fixed), "percent": d.percent });
-        }
-        if let Some(a) = &self.abort {
-            out["abort"] = json!({ "status": a.status.as_u16(), "percent": a.percent });
-            if let Some(g) = a.grpc_status {
-                out["abort"]["grpc_status"] = json!(g);
-            }
-        }
-        if !self.from.is_empty() {
-            out["from"] = json!(self.from);
-        }
-        if !self.headers.is_empty() {
-            let headers: serde_json::Map<String, serde_json::Value> = self
-                .headers
-                .iter()
-                .map(|(n, v)| (n.to_string(), json!(String::from_utf8_lossy(v.as_bytes()))))
-                .collect();
-            out["headers"] = serde_json::Value::Object(headers);
-        }
-        out.serialize(s)
-    }
 }
 
 /// `fault.aborted` and `fault.delayed` of one route.

@@ -8,8 +8,8 @@
 //! `Ok(())` (continue) or an `Err` that becomes the local reply. A policy
 //! that is not configured is a `None` and costs a branch.
 
-pub mod fault;
-pub mod fault_live;
+pub(crate) mod fault;
+pub(crate) mod fault_live;
 pub(crate) mod rate_limit;
 
 use std::sync::Arc;
@@ -18,12 +18,15 @@ use crate::config::RateLimitSpec;
 use crate::config::raw::RouteConfig;
 use crate::config::validate::{Ctx, join};
 use crate::router::ProxyError;
-pub use fault_live::FaultOverrides;
+pub(crate) use fault_live::FaultOverrides;
 
-/// The validated per-route policy config (part of a route's spec).
-#[derive(Debug, Clone, Default)]
+/// The validated per-route policy config (part of a route's spec;
+/// serialized flattened into the route for `/config_dump`).
+#[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct RoutePolicies {
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub rate_limit: Option<RateLimitSpec>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub fault: Option<fault::FaultSpec>,
 }
 

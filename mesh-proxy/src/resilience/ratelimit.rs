@@ -1,5 +1,7 @@
-//! A local token bucket per route: `requests_per_second` refill, `burst`
-//! capacity. Lock-free: the state is one atomic word updated by CAS.
+//! A local rate limit per route: `requests_per_second` refill, `burst`
+//! capacity, as the generic cell rate algorithm (GCRA, the token bucket
+//! kept as one time stamp). Lock-free: the state is one atomic word
+//! updated by CAS, and any `burst` and rate that validate are held exactly.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -7,75 +9,48 @@ use tokio::time::Instant;
 
 use crate::config::RateLimitSpec;
 
-/// Token fractions: 1/256 of a token, so fractional refill rates work.
-const UNIT: u64 = 256;
-/// Lower bits of the state word: token units; upper bits: time.
-const TOKEN_BITS: u32 = 24;
-const TOKEN_MASK: u64 = (1 << TOKEN_BITS) - 1;
-
 #[derive(Debug)]
 pub struct RateLimiter {
     origin: Instant,
-    /// Upper 40 bits: refill time (ms since `origin`); lower 24 bits:
-    /// tokens in units of 1/256 (a burst of up to 65,535 requests).
-    state: AtomicU64,
-    /// Units added per millisecond.
-    per_ms: f64,
-    capacity: u64,
+    /// The theoretical arrival time (ns since `origin`): when the bucket
+    /// is full again. Each request pushes it one `interval` further.
+    tat_ns: AtomicU64,
+    /// Nanoseconds one token takes to refill (at least 1).
+    interval_ns: u64,
+    /// `burst` tokens' worth of time: how far ahead of now `tat_ns` may run.
+    capacity_ns: u64,
 }
 
 impl RateLimiter {
     pub fn new(spec: RateLimitSpec) -> Self {
-        let capacity = (u64::from(spec.burst) * UNIT).min(TOKEN_MASK);
+        // `as` saturates: a rate too slow for u64 nanoseconds waits ~584 years.
+        let interval_ns = ((1e9 / spec.requests_per_second) as u64).max(1);
         Self {
             origin: Instant::now(),
-            state: AtomicU64::new(pack(0, capacity)),
-            per_ms: spec.requests_per_second * UNIT as f64 / 1000.0,
-            capacity,
+            tat_ns: AtomicU64::new(0),
+            interval_ns,
+            capacity_ns: interval_ns.saturating_mul(u64::from(spec.burst)),
         }
     }
 
     /// Takes one token; `false` when the bucket is empty (answer 429).
     pub fn try_acquire(&self) -> bool {
-        let now_ms = self.origin.elapsed().as_millis() as u64;
-        let mut current = self.state.load(Ordering::Relaxed);
+        let now = u64::try_from(self.origin.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        let mut tat = self.tat_ns.load(Ordering::Relaxed);
         loop {
-            let (last_ms, tokens) = unpack(current);
-            let elapsed = now_ms.saturating_sub(last_ms);
-            let added = (elapsed as f64 * self.per_ms) as u64;
-            let (tokens, stamp) = if tokens + added >= self.capacity {
-                (self.capacity, now_ms)
-            } else {
-                // Advance the clock only by the time the whole units took,
-                // so the fractional remainder carries over.
-                (
-                    tokens + added,
-                    last_ms + (added as f64 / self.per_ms) as u64,
-                )
-            };
-            if tokens < UNIT {
+            let next = tat.max(now).saturating_add(self.interval_ns);
+            if next - now > self.capacity_ns {
                 return false;
             }
-            let next = pack(stamp, tokens - UNIT);
-            match self.state.compare_exchange_weak(
-                current,
-                next,
-                Ordering::AcqRel,
-                Ordering::Relaxed,
-            ) {
+            match self
+                .tat_ns
+                .compare_exchange_weak(tat, next, Ordering::AcqRel, Ordering::Relaxed)
+            {
                 Ok(_) => return true,
-                Err(actual) => current = actual,
+                Err(actual) => tat = actual,
             }
         }
     }
-}
-
-fn pack(ms: u64, units: u64) -> u64 {
-    (ms << TOKEN_BITS) | (units & TOKEN_MASK)
-}
-
-fn unpack(v: u64) -> (u64, u64) {
-    (v >> TOKEN_BITS, v & TOKEN_MASK)
 }
 
 #[cfg(test)]
@@ -126,5 +101,26 @@ mod tests {
             passed += usize::from(l.try_acquire());
         }
         assert!((99..=101).contains(&passed), "{passed}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn every_burst_that_validates_is_held_whole() {
+        // `burst` is a u32; the bucket once held only 65,535.
+        for burst in [65_536, 200_000, u32::MAX / 1024] {
+            let l = limiter(1.0, burst);
+            let passed = (0..=burst).take_while(|_| l.try_acquire()).count();
+            assert_eq!(passed, burst as usize, "burst {burst}");
+            assert!(!l.try_acquire());
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn extreme_rates_neither_overflow_nor_stall() {
+        let slow = limiter(0.001, u32::MAX);
+        assert!(slow.try_acquire());
+        let fast = limiter(1e12, 1);
+        assert!(fast.try_acquire());
+        tokio::time::advance(Duration::from_millis(1)).await;
+        assert!(fast.try_acquire(), "refilled within a millisecond");
     }
 }

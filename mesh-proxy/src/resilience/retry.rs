@@ -73,32 +73,37 @@ impl RetryPolicy {
     }
 }
 
+/// A policy of 2 retries on `on` and `codes`, 25–250 ms backoff, the
+/// default budget, for GET and PUT (unit tests).
+#[cfg(test)]
+pub(crate) fn test_policy(on: crate::config::RetryOn, codes: &[u16]) -> RetryPolicy {
+    use crate::config::{BackoffSpec, RetryBudgetSpec};
+    RetryPolicy::new(RetrySpec {
+        attempts: 2,
+        on,
+        retriable_status_codes: codes
+            .iter()
+            .map(|c| http::StatusCode::from_u16(*c).expect("code"))
+            .collect(),
+        per_try_timeout: None,
+        backoff: BackoffSpec {
+            base: Duration::from_millis(25),
+            max: Duration::from_millis(250),
+        },
+        budget: RetryBudgetSpec {
+            ratio: 0.2,
+            min_per_second: 10,
+        },
+        methods: vec![Method::GET, Method::PUT],
+    })
+}
+
 #[cfg(test)]
 mod tests {
+    use super::test_policy as policy;
     use super::*;
-    use crate::config::{BackoffSpec, RetryBudgetSpec, RetryOn};
+    use crate::config::RetryOn;
     use http::StatusCode;
-
-    fn policy(on: RetryOn, codes: &[u16]) -> RetryPolicy {
-        RetryPolicy::new(RetrySpec {
-            attempts: 2,
-            on,
-            retriable_status_codes: codes
-                .iter()
-                .map(|c| StatusCode::from_u16(*c).expect("code"))
-                .collect(),
-            per_try_timeout: None,
-            backoff: BackoffSpec {
-                base: Duration::from_millis(25),
-                max: Duration::from_millis(250),
-            },
-            budget: RetryBudgetSpec {
-                ratio: 0.2,
-                min_per_second: 10,
-            },
-            methods: vec![Method::GET, Method::PUT],
-        })
-    }
 
     #[test]
     fn conditions_map_to_outcomes_as_envoy_defines_them() {

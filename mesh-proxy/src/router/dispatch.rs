@@ -3,7 +3,6 @@
 //! head is finished for the downstream.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use http::header::HeaderValue;
 use http::{Response, StatusCode};
@@ -38,10 +37,7 @@ pub(super) async fn dispatch(
             (f.result, f.attempts)
         }
         Err(_) => {
-            let stats = cluster.stats();
-            stats.upstream_rq_timeout.fetch_add(1, Ordering::Relaxed);
-            // The attempt in flight ends here, charged as a 5xx (a 504).
-            stats.upstream_rq_class[4].fetch_add(1, Ordering::Relaxed);
+            super::upstream::record_route_timeout(cluster.stats());
             let timeout = route.timeout.unwrap_or(ctx.limits.stream_idle_timeout);
             (Err(ProxyError::Timeout(timeout)), 0)
         }

@@ -40,7 +40,7 @@ pub use flag::ResponseFlag;
 pub use headers::{X_MESH_ERROR, X_REQUEST_ID};
 pub use observe::{Exchange, Observe, ObservedBody};
 pub use reply::{PolicyReply, ProxyError, ResponseBody, local_reply};
-pub use table::{Action, Route, RouteTable};
+pub use table::{Action, Route, RouteTable, TableError};
 
 use crate::policy::RequestView;
 

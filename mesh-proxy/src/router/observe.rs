@@ -21,6 +21,7 @@ use pin_project_lite::pin_project;
 use tokio::time::Instant;
 
 use super::reply::{BoxError, ResponseBody};
+use super::table::RouteName;
 use crate::cluster::Outcome;
 use crate::telemetry::access_log::{AccessLog, Record};
 use crate::telemetry::trace::{Tracing, trace_id};
@@ -46,7 +47,7 @@ pub struct Exchange {
     listener: Arc<str>,
     peer_identity: Option<String>,
     cx: Option<Context>,
-    pub route: Option<Arc<str>>,
+    pub route: Option<Arc<RouteName>>,
     pub cluster: Option<Arc<str>>,
     pub upstream: Option<SocketAddr>,
     pub upstream_ms: Option<u64>,
@@ -193,7 +194,8 @@ impl Exchange {
                 span.set_attribute(KeyValue::new("mesh.response_flags", self.flag));
             }
             if let Some(route) = &self.route {
-                span.set_attribute(KeyValue::new("http.route", route.to_string()));
+                span.set_attribute(KeyValue::new("mesh.route", route.name.to_string()));
+                span.set_attribute(KeyValue::new("http.route", route.pattern.to_string()));
             }
             if let Some(cluster) = &self.cluster {
                 span.set_attribute(KeyValue::new("mesh.cluster", cluster.to_string()));
@@ -234,7 +236,7 @@ impl Exchange {
                 upstream_ms: self.upstream_ms,
                 downstream: self.downstream,
                 listener: self.listener,
-                route: self.route,
+                route: self.route.map(|r| Arc::clone(&r.name)),
                 attempts: self.attempts,
                 trace_id: trace,
                 peer_identity: self.peer_identity,

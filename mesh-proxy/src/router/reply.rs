@@ -1,7 +1,6 @@
 //! Failures of a proxied request and the local replies they become
 //! (SPEC §3 "Local replies"), and the response body type.
 
-use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
@@ -10,12 +9,11 @@ use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
-use tokio::time::{Instant, Sleep};
 
 use super::flag::ResponseFlag;
 use super::headers::{X_MESH_ERROR, X_MESH_OVERLOADED};
 use super::normalize::TargetError;
-use crate::body::BodyErrorKind;
+use crate::body::{BodyErrorKind, IdleTimer};
 use crate::cluster::{UpstreamBody, UpstreamError, UpstreamErrorKind};
 
 /// Everything that can stop a request before an upstream response is
@@ -123,13 +121,7 @@ impl ProxyError {
             ProxyError::Timeout(_) => F::UpstreamTimeout,
             ProxyError::Policy(p) => p.flag,
             ProxyError::Upstream(e) if e.body_error.is_some() => F::DownstreamProtocolError,
-            ProxyError::Upstream(e) => match e.kind {
-                UpstreamErrorKind::NoHealthyEndpoint => F::NoHealthyUpstream,
-                UpstreamErrorKind::ConnectFailure => F::UpstreamConnectFailure,
-                UpstreamErrorKind::Overflow => F::UpstreamOverflow,
-                UpstreamErrorKind::Reset | UpstreamErrorKind::RefusedStream => F::UpstreamReset,
-                UpstreamErrorKind::Protocol => F::UpstreamProtocolError,
-            },
+            ProxyError::Upstream(e) => super::classify::kind_flag(e.kind),
         }
     }
 
@@ -220,10 +212,7 @@ pin_project! {
         Upstream {
             #[pin]
             body: UpstreamBody,
-            // Created the first time the body has to wait.
-            idle: Option<Pin<Box<Sleep>>>,
-            idle_timeout: Duration,
-            last_data: Instant,
+            idle: IdleTimer,
         },
         Local { data: Option<Bytes> },
     }
@@ -239,9 +228,7 @@ impl ResponseBody {
     pub fn upstream(body: UpstreamBody, idle_timeout: Duration) -> Self {
         ResponseBody::Upstream {
             body,
-            idle: None,
-            idle_timeout,
-            last_data: Instant::now(),
+            idle: IdleTimer::new(idle_timeout),
         }
     }
 }
@@ -255,32 +242,17 @@ impl Body for ResponseBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.project() {
-            ResponseBodyProj::Upstream {
-                body,
-                idle,
-                idle_timeout,
-                last_data,
-            } => match body.poll_frame(cx) {
+            ResponseBodyProj::Upstream { body, idle } => match body.poll_frame(cx) {
                 Poll::Ready(Some(Ok(frame))) => {
-                    *last_data = Instant::now();
+                    idle.touch();
                     Poll::Ready(Some(Ok(frame)))
                 }
                 Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
                 Poll::Ready(None) => Poll::Ready(None),
                 Poll::Pending => {
-                    let sleep = idle.get_or_insert_with(|| {
-                        Box::pin(tokio::time::sleep_until(*last_data + *idle_timeout))
-                    });
-                    loop {
-                        ready!(sleep.as_mut().poll(cx));
-                        let deadline = *last_data + *idle_timeout;
-                        if deadline <= Instant::now() {
-                            return Poll::Ready(Some(Err(Box::new(StreamIdleTimeout(
-                                *idle_timeout,
-                            )))));
-                        }
-                        sleep.as_mut().reset(deadline);
-                    }
+                    ready!(idle.poll_expired(cx));
+                    let timeout = StreamIdleTimeout(idle.timeout());
+                    Poll::Ready(Some(Err(Box::new(timeout))))
                 }
             },
             ResponseBodyProj::Local { data } => {

@@ -6,13 +6,12 @@
 
 use std::borrow::Cow;
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderValue, Method, StatusCode};
+use http::{HeaderMap, Method, StatusCode};
 
 use crate::cluster::Cluster;
-use crate::config::{HeaderMutations, HostMatch, PathMatch, RouteAction, RouteMatch, RouteSpec};
+use crate::config::{HostMatch, PathMatch, RouteAction, RouteSpec};
 use crate::resilience::RetryPolicy;
 
 use super::normalize::{self, TargetError};
@@ -49,24 +48,66 @@ impl Action {
     }
 }
 
-pub struct Route {
-    /// `listener/index`, for logs and spans.
+/// What logs, spans, metrics and admin call a route.
+#[derive(Debug)]
+pub struct RouteName {
+    /// As logged (`%ROUTE_NAME%`, json `route`) and span `mesh.route`: the
+    /// configured name, or `<listener>/<index>`.
     pub name: Arc<str>,
-    matcher: RouteMatch,
+    /// `<listener>/<name>` (`<listener>/<index>` when unnamed): admin's
+    /// `route=` and fault overrides.
+    pub id: Arc<str>,
+    /// Span `http.route`: `P*` for prefix `P`, the exact path, or the regex.
+    pub pattern: Arc<str>,
+}
+
+impl RouteName {
+    fn of(spec: &RouteSpec) -> Self {
+        Self {
+            name: Arc::from(spec.name.as_str()),
+            id: Arc::from(spec.id.as_str()),
+            pattern: Arc::from(spec.matcher.path.pattern()),
+        }
+    }
+
+    /// `route.<listener>.<name>`, the prefix of this route's `/stats` names.
+    pub fn stat_prefix(&self) -> String {
+        format!("route.{}", self.id.replace('/', "."))
+    }
+}
+
+impl std::fmt::Display for RouteName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.name)
+    }
+}
+
+/// One route of the table: its validated spec plus what was built from it
+/// (resolved clusters, retry policy, rate limiter).
+///
+/// Derefs to its [`RouteSpec`], so `route.timeout`, `route.host_rewrite`,
+/// `route.request_headers`… read the spec; `action` and `retry` are the
+/// built forms and shadow the spec's (`route.spec.retry` is the config).
+pub struct Route {
+    pub name: Arc<RouteName>,
+    pub spec: Arc<RouteSpec>,
     pub action: Action,
-    pub timeout: Option<Duration>,
     pub retry: Option<RetryPolicy>,
-    pub rewrite_prefix: Option<String>,
-    pub host_rewrite: Option<HeaderValue>,
-    pub request_headers: HeaderMutations,
-    pub response_headers: HeaderMutations,
     /// The per-route policy stages (rate limit, fault, …).
     pub policies: crate::policy::Policies,
 }
 
+impl std::ops::Deref for Route {
+    type Target = RouteSpec;
+
+    fn deref(&self) -> &RouteSpec {
+        &self.spec
+    }
+}
+
 impl Route {
     fn matches(&self, host: &str, path: &str, method: &Method, headers: &HeaderMap) -> bool {
-        let m = &self.matcher;
+        let m = &self.spec.matcher;
         if let Some(h) = &m.host {
             let ok = match h {
                 HostMatch::Exact(e) => host == e,
@@ -88,22 +129,11 @@ impl Route {
                 .all(|(name, value)| headers.get_all(name).iter().any(|v| v == value))
     }
 
-    /// The route's name within `listener`: `abort20` for a named route,
-    /// `3` for the default `edge/3` (the `<listener>/` prefix dropped).
-    /// `<listener>/<local name>` is its id for admin fault overrides, and
-    /// `route.<listener>.<local name>.` prefixes its `/stats` counters.
-    pub fn local_name<'a>(&'a self, listener: &str) -> &'a str {
-        self.name
-            .strip_prefix(listener)
-            .and_then(|rest| rest.strip_prefix('/'))
-            .unwrap_or(&self.name)
-    }
-
     /// The path to send upstream, from the normalized `path` whose
     /// `;parameter`-free view this route matched: `rewrite_prefix` replaces
     /// the matched prefix (prefix routes) or the whole path (exact routes).
     pub fn rewrite_path<'a>(&self, path: &'a str) -> Result<Cow<'a, str>, TargetError> {
-        match (&self.rewrite_prefix, &self.matcher.path) {
+        match (&self.spec.rewrite_prefix, &self.spec.matcher.path) {
             (Some(new), PathMatch::Prefix(old)) => {
                 normalize::rewrite_prefix(path, old.len(), new).map(Cow::Owned)
             }
@@ -118,48 +148,40 @@ pub struct RouteTable {
     routes: Vec<Route>,
 }
 
+/// Why a route table cannot be built (validation rules these out; a
+/// cluster map that disagrees with the config would not).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TableError {
+    #[error("route {route} of listener {listener}: unknown cluster \"{cluster}\"")]
+    UnknownCluster {
+        listener: String,
+        route: String,
+        cluster: String,
+    },
+    #[error("route {route} of listener {listener}: weighted clusters with zero total weight")]
+    ZeroWeight { listener: String, route: String },
+}
+
 impl RouteTable {
-    /// Builds the table; `cluster` resolves a validated cluster name.
+    /// Builds the table of `listener`; `cluster` resolves a validated
+    /// cluster name.
     pub fn build(
         listener: &str,
         specs: &[RouteSpec],
         cluster: impl Fn(&str) -> Option<Arc<Cluster>>,
-    ) -> Result<Self, String> {
-        let resolve =
-            |name: &str| cluster(name).ok_or_else(|| format!("unknown cluster \"{name}\""));
-        let mut routes = Vec::with_capacity(specs.len());
-        for (i, spec) in specs.iter().enumerate() {
-            let action = match &spec.action {
-                RouteAction::Cluster(name) => Action::Cluster(resolve(name)?),
-                RouteAction::Weighted(ws) => {
-                    let clusters = ws
-                        .iter()
-                        .map(|w| Ok((resolve(&w.cluster)?, w.weight)))
-                        .collect::<Result<Vec<_>, String>>()?;
-                    let total = clusters.iter().map(|(_, w)| *w).sum();
-                    if total == 0 {
-                        return Err("weighted clusters with zero total weight".to_owned());
-                    }
-                    Action::Weighted { clusters, total }
-                }
-                RouteAction::Direct { status, body } => Action::Direct {
-                    status: *status,
-                    body: body.clone(),
-                },
-            };
-            routes.push(Route {
-                name: Arc::from(format!("{listener}/{i}")),
-                matcher: spec.matcher.clone(),
-                action,
-                timeout: spec.timeout,
-                retry: spec.retry.clone().map(RetryPolicy::new),
-                rewrite_prefix: spec.rewrite_prefix.clone(),
-                host_rewrite: spec.host_rewrite.clone(),
-                request_headers: spec.request_headers.clone(),
-                response_headers: spec.response_headers.clone(),
-                policies: crate::policy::Policies::build(&spec.policies),
-            });
-        }
+    ) -> Result<Self, TableError> {
+        let routes = specs
+            .iter()
+            .map(|spec| {
+                Ok(Route {
+                    name: Arc::new(RouteName::of(spec)),
+                    action: action(listener, spec, &cluster)?,
+                    retry: spec.retry.clone().map(RetryPolicy::new),
+                    policies: crate::policy::Policies::build(&spec.policies),
+                    spec: Arc::new(spec.clone()),
+                })
+            })
+            .collect::<Result<_, TableError>>()?;
         Ok(Self { routes })
     }
 
@@ -168,14 +190,10 @@ impl RouteTable {
     }
 
     /// Lets the live fault overrides of `registry` apply to every route,
-    /// each by its id `<listener>/<local name>`.
-    pub fn attach_fault_overrides(
-        &mut self,
-        listener: &str,
-        registry: &Arc<crate::policy::FaultOverrides>,
-    ) {
+    /// each by its id (`<listener>/<route name>`).
+    pub fn attach_fault_overrides(&mut self, registry: &Arc<crate::policy::FaultOverrides>) {
         for route in &mut self.routes {
-            let id = Arc::from(format!("{listener}/{}", route.local_name(listener)));
+            let id = Arc::clone(&route.name.id);
             route.policies.attach_fault_overrides(registry, id);
         }
     }
@@ -193,13 +211,52 @@ impl RouteTable {
     }
 }
 
+/// The action of `spec` with its clusters resolved.
+fn action(
+    listener: &str,
+    spec: &RouteSpec,
+    cluster: impl Fn(&str) -> Option<Arc<Cluster>>,
+) -> Result<Action, TableError> {
+    let resolve = |name: &str| {
+        cluster(name).ok_or_else(|| TableError::UnknownCluster {
+            listener: listener.to_owned(),
+            route: spec.name.clone(),
+            cluster: name.to_owned(),
+        })
+    };
+    Ok(match &spec.action {
+        RouteAction::Cluster(name) => Action::Cluster(resolve(name)?),
+        RouteAction::Weighted(ws) => {
+            let clusters = ws
+                .iter()
+                .map(|w| Ok((resolve(&w.cluster)?, w.weight)))
+                .collect::<Result<Vec<_>, TableError>>()?;
+            let total = clusters.iter().map(|(_, w)| *w).sum();
+            if total == 0 {
+                return Err(TableError::ZeroWeight {
+                    listener: listener.to_owned(),
+                    route: spec.name.clone(),
+                });
+            }
+            Action::Weighted { clusters, total }
+        }
+        RouteAction::Direct { status, body } => Action::Direct {
+            status: *status,
+            body: body.clone(),
+        },
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{HeaderMutations, RouteSpec};
+    use crate::config::{HeaderMutations, RouteMatch};
+    use http::HeaderValue;
 
     fn spec(matcher: RouteMatch, status: u16) -> RouteSpec {
         RouteSpec {
+            name: "l/0".to_owned(),
+            id: "l/0".to_owned(),
             matcher,
             action: RouteAction::Direct {
                 status: StatusCode::from_u16(status).expect("status"),
@@ -344,7 +401,7 @@ mod tests {
             let Ok(path) = normalize::normalize_path(&p) else { return Ok(()) };
             let routed = normalize::without_params(&path);
             let r = t.find("h", &routed, &Method::GET, &HeaderMap::new()).expect("catch-all");
-            let is_prefix_route = r.name.as_ref() == "l/0";
+            let is_prefix_route = matches!(&r.action, Action::Direct { status, .. } if status.as_u16() == 201);
             proptest::prop_assert_eq!(is_prefix_route, routed.starts_with(prefix));
             match r.rewrite_path(&path) {
                 Ok(fwd) if is_prefix_route => {
@@ -369,6 +426,49 @@ mod tests {
     fn unknown_cluster_fails_the_build() {
         let mut s = spec(RouteMatch::default(), 200);
         s.action = RouteAction::Cluster("nope".into());
-        assert!(RouteTable::build("l", &[s], |_| None).is_err());
+        assert_eq!(
+            RouteTable::build("l", &[s], |_| None).err(),
+            Some(TableError::UnknownCluster {
+                listener: "l".into(),
+                route: "l/0".into(),
+                cluster: "nope".into()
+            })
+        );
+    }
+
+    #[test]
+    fn a_route_carries_its_name_id_and_match_pattern() {
+        let mut prefix = spec(
+            RouteMatch {
+                path: PathMatch::Prefix("/api/".into()),
+                ..Default::default()
+            },
+            200,
+        );
+        prefix.name = "api".into();
+        prefix.id = "edge/api".into();
+        let mut exact = spec(
+            RouteMatch {
+                path: PathMatch::Exact("/healthz".into()),
+                ..Default::default()
+            },
+            200,
+        );
+        exact.name = "edge/1".into();
+        exact.id = "edge/1".into();
+        let t = RouteTable::build("edge", &[prefix, exact], |_| None).expect("table");
+        let none = HeaderMap::new();
+        let api = t.find("h", "/api/x", &Method::GET, &none).expect("api");
+        assert_eq!(
+            (&*api.name.name, &*api.name.id, &*api.name.pattern),
+            ("api", "edge/api", "/api/*")
+        );
+        assert_eq!(api.name.stat_prefix(), "route.edge.api");
+        let health = t.find("h", "/healthz", &Method::GET, &none).expect("exact");
+        assert_eq!(
+            (&*health.name.name, &*health.name.pattern),
+            ("edge/1", "/healthz")
+        );
+        assert_eq!(health.name.stat_prefix(), "route.edge.1");
     }
 }

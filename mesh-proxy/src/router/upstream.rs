@@ -97,3 +97,10 @@ pub fn record_stats(stats: &ClusterStats, outcome: &Classified) {
             .fetch_add(1, Ordering::Relaxed);
     }
 }
+
+/// The cluster counters of a request whose route timeout ended it: the
+/// attempt in flight is charged as a 5xx (the 504 the client gets).
+pub fn record_route_timeout(stats: &ClusterStats) {
+    stats.upstream_rq_timeout.fetch_add(1, Ordering::Relaxed);
+    stats.upstream_rq_class[4].fetch_add(1, Ordering::Relaxed);
+}

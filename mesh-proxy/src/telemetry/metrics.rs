@@ -82,34 +82,46 @@ impl HistogramSnapshot {
             .collect()
     }
 
-    /// The `q` quantile (0..=1) in ms, interpolated linearly inside its
-    /// bucket as Prometheus' `histogram_quantile` does; a value in the +Inf
-    /// bucket is reported as the highest finite bound. `None` when empty.
+    /// The `q` quantile (0..=1) in ms ([`cumulative_quantile`]).
     pub fn quantile_ms(&self, q: f64) -> Option<f64> {
-        let count = self.count();
-        if count == 0 {
-            return None;
-        }
-        let rank = q.clamp(0.0, 1.0) * count as f64;
-        let mut below = 0u64;
-        for (i, &n) in self.counts.iter().enumerate() {
-            let upto = below + n;
-            if n > 0 && upto as f64 >= rank {
-                let lower = if i == 0 {
-                    0.0
-                } else {
-                    LATENCY_BOUNDS_MS[i - 1]
-                };
-                let Some(&upper) = LATENCY_BOUNDS_MS.get(i) else {
-                    return Some(lower);
-                };
-                let within = ((rank - below as f64) / n as f64).clamp(0.0, 1.0);
-                return Some(lower + (upper - lower) * within);
-            }
-            below = upto;
-        }
-        LATENCY_BOUNDS_MS.last().copied()
+        let cumulative: Vec<(f64, f64)> = self
+            .cumulative_ms()
+            .into_iter()
+            .map(|(le, n)| (le, n as f64))
+            .collect();
+        cumulative_quantile(&cumulative, q)
     }
+}
+
+/// The `q` quantile (0..=1) of cumulative buckets — `(upper bound, count
+/// up to it)`, the last bound `f64::INFINITY` — interpolated linearly
+/// inside its bucket as Prometheus' `histogram_quantile` does; a value in
+/// the +Inf bucket is reported as the highest finite bound. `None` when
+/// empty. The admin's quantiles and `mesh-cli stat`'s (over the difference
+/// of two scrapes) both come from here.
+pub fn cumulative_quantile(cumulative: &[(f64, f64)], q: f64) -> Option<f64> {
+    let total = cumulative.last()?.1;
+    if total <= 0.0 {
+        return None;
+    }
+    let rank = q.clamp(0.0, 1.0) * total;
+    let mut lower = 0.0;
+    let mut below = 0.0;
+    for &(le, upto) in cumulative {
+        let n = upto - below;
+        if n > 0.0 && upto >= rank {
+            if le.is_infinite() {
+                return Some(lower);
+            }
+            let within = ((rank - below) / n).clamp(0.0, 1.0);
+            return Some(lower + (le - lower) * within);
+        }
+        if le.is_finite() {
+            lower = le;
+        }
+        below = upto;
+    }
+    Some(lower)
 }
 
 /// Why a request was refused by a listener limit (SPEC §3 "Limits"):

@@ -37,11 +37,34 @@ pub const COMPONENTS: &[(&str, &str)] = &[
     ("admin", "mesh_proxy::admin"),
 ];
 
+/// Why log levels cannot be set, at start (`-l`, `--component-log-level`,
+/// `RUST_LOG`) or live (`POST /logging`).
+#[derive(Debug, thiserror::Error)]
+pub enum LogLevelError {
+    #[error("RUST_LOG: {0}")]
+    RustLog(#[source] tracing_subscriber::filter::ParseError),
+    #[error("--component-log-level: expected NAME=LEVEL, got \"{item}\"")]
+    NotNameLevel { item: String },
+    #[error(
+        "--component-log-level: unknown component \"{name}\" (known: {})",
+        component_names()
+    )]
+    UnknownFlagComponent { name: String },
+    #[error("unknown component \"{name}\" (known: level, {})", component_names())]
+    UnknownComponent { name: String },
+    #[error("invalid level \"{level}\" for {name}: use trace, debug, info, warn, error or off")]
+    Level { name: String, level: String },
+    #[error("invalid log level: {0}")]
+    Directives(#[source] tracing_subscriber::filter::ParseError),
+    #[error("cannot change the log level: {0}")]
+    Reload(#[source] reload::Error),
+}
+
 /// Builds the filter from `-l LEVEL` and `--component-log-level NAME=LEVEL,...`.
 /// `RUST_LOG`, when set, wins (the ecosystem convention).
-pub fn filter(level: &str, components: Option<&str>) -> Result<EnvFilter, String> {
+pub fn filter(level: &str, components: Option<&str>) -> Result<EnvFilter, LogLevelError> {
     if let Ok(env) = std::env::var("RUST_LOG") {
-        return EnvFilter::try_new(env).map_err(|e| format!("RUST_LOG: {e}"));
+        return EnvFilter::try_new(env).map_err(LogLevelError::RustLog);
     }
     let mut directives = base_directives(level);
     for item in components
@@ -51,16 +74,15 @@ pub fn filter(level: &str, components: Option<&str>) -> Result<EnvFilter, String
     {
         let (name, lvl) = item
             .split_once('=')
-            .ok_or_else(|| format!("--component-log-level: expected NAME=LEVEL, got \"{item}\""))?;
-        let target = component_module(name).ok_or_else(|| {
-            format!(
-                "--component-log-level: unknown component \"{name}\" (known: {})",
-                component_names()
-            )
+            .ok_or_else(|| LogLevelError::NotNameLevel {
+                item: item.to_owned(),
+            })?;
+        let target = component_module(name).ok_or_else(|| LogLevelError::UnknownFlagComponent {
+            name: name.to_owned(),
         })?;
         directives.push_str(&format!(",{target}={}", lvl.trim()));
     }
-    EnvFilter::try_new(&directives).map_err(|e| format!("invalid log level: {e}"))
+    EnvFilter::try_new(&directives).map_err(LogLevelError::Directives)
 }
 
 /// `LEVEL` for our code, with the chattier dependencies held at warn.
@@ -136,7 +158,7 @@ impl LogControl {
     /// component (and drops per-component levels, as Envoy's `?level=`
     /// does); a name from [`COMPONENTS`] sets that component. All changes
     /// are checked before any applies. Returns the new directives.
-    pub fn apply(&self, changes: &[(String, String)]) -> Result<String, String> {
+    pub fn apply(&self, changes: &[(String, String)]) -> Result<String, LogLevelError> {
         let mut directives = self
             .directives
             .lock()
@@ -148,9 +170,10 @@ impl LogControl {
                 .parse::<tracing_subscriber::filter::LevelFilter>()
                 .is_err()
             {
-                return Err(format!(
-                    "invalid level \"{level}\" for {name}: use trace, debug, info, warn, error or off"
-                ));
+                return Err(LogLevelError::Level {
+                    name: name.clone(),
+                    level,
+                });
             }
             if name == "level" {
                 next = base_directives(&level);
@@ -166,22 +189,17 @@ impl LogControl {
             kept.push(&added);
             next = kept.join(",");
         }
-        let filter = EnvFilter::try_new(&next).map_err(|e| format!("invalid log level: {e}"))?;
-        self.handle
-            .reload(filter)
-            .map_err(|e| format!("cannot change the log level: {e}"))?;
+        let filter = EnvFilter::try_new(&next).map_err(LogLevelError::Directives)?;
+        self.handle.reload(filter).map_err(LogLevelError::Reload)?;
         tracing::info!(directives = %next, "log levels changed");
         *directives = next.clone();
         Ok(next)
     }
 }
 
-fn component_target(name: &str) -> Result<&'static str, String> {
-    component_module(name).ok_or_else(|| {
-        format!(
-            "unknown component \"{name}\" (known: level, {})",
-            component_names()
-        )
+fn component_target(name: &str) -> Result<&'static str, LogLevelError> {
+    component_module(name).ok_or_else(|| LogLevelError::UnknownComponent {
+        name: name.to_owned(),
     })
 }
 

@@ -259,6 +259,20 @@ fn access_log_targets_and_formats() {
 }
 
 #[test]
+fn access_log_format_strings_are_parsed_during_validation() {
+    assert_error(
+        &with_top("access_log: [{format: \"[%START_TIME%] %BOGUS% %RESPONSE_CODE%\"}]"),
+        "access_log[0].format",
+        "unknown operator %BOGUS%",
+    );
+    assert_error(
+        &with_top("access_log: [{format: \"%REQ(X-ID)% %START_TIME\"}]"),
+        "access_log[0].format",
+        "unterminated operator",
+    );
+}
+
+#[test]
 fn access_log_format_suggests_the_closest() {
     assert_error(
         &with_top("access_log: [{format: jsn}]"),

@@ -9,6 +9,7 @@ mod listener;
 mod parse;
 mod props;
 mod route;
+mod route_names;
 
 use std::path::Path;
 

@@ -8,6 +8,7 @@ use super::super::raw::{
     AccessLogConfig, AdminConfig, CaConfig, IdentityConfig, NodeConfig, TracingConfig,
 };
 use super::super::suggest::did_you_mean;
+use super::value_error::ValueError;
 use super::{Ctx, index, join, values};
 use crate::config::validate::Env;
 
@@ -93,14 +94,15 @@ fn identity_ca(cx: &mut Ctx<'_>, raw: CaConfig) -> Option<IdentitySpec> {
     })
 }
 
-fn ca_url(text: &str) -> Result<http::Uri, String> {
-    let uri: http::Uri = text
-        .parse()
-        .map_err(|e| format!("invalid url \"{text}\": {e}"))?;
+fn ca_url(text: &str) -> Result<http::Uri, ValueError> {
+    let uri: http::Uri = text.parse().map_err(|source| ValueError::Url {
+        text: text.to_owned(),
+        source,
+    })?;
     if uri.scheme_str() != Some("https") || uri.host().is_none() {
-        return Err(format!(
-            "invalid url \"{text}\": the CA is reached over https, as https://ca:8443"
-        ));
+        return Err(ValueError::CaNotHttps {
+            text: text.to_owned(),
+        });
     }
     Ok(uri)
 }
@@ -135,13 +137,9 @@ pub(super) fn tracing(
         Some(endpoint) => (Some(endpoint), false),
         None => (env.otlp_endpoint.clone(), true),
     };
-    let port = endpoint.as_deref().and_then(|e| {
-        let checked = otlp_endpoint(e).map_err(|msg| match from_env {
-            true => format!("{msg} (from OTEL_EXPORTER_OTLP_ENDPOINT)"),
-            false => msg,
-        });
-        cx.check("tracing.otlp_endpoint", checked)
-    });
+    let port = endpoint
+        .as_deref()
+        .and_then(|e| cx.check("tracing.otlp_endpoint", otlp_endpoint(e, from_env)));
     let default_protocol = match port {
         Some(4318) => OtlpProtocol::Http,
         _ => OtlpProtocol::Grpc,
@@ -184,10 +182,13 @@ fn propagation(cx: &mut Ctx<'_>, words: &[String]) -> Vec<Propagation> {
     out
 }
 
-/// An OTLP endpoint URL; returns its port (explicit or from the scheme).
-fn otlp_endpoint(text: &str) -> Result<u16, String> {
-    let bad =
-        || format!("invalid OTLP endpoint \"{text}\": expected a URL such as http://jaeger:4317");
+/// An OTLP endpoint URL (from the environment when `from_env`); returns
+/// its port (explicit or from the scheme).
+fn otlp_endpoint(text: &str, from_env: bool) -> Result<u16, ValueError> {
+    let bad = || ValueError::OtlpEndpoint {
+        text: text.to_owned(),
+        from_env,
+    };
     let uri: http::Uri = text.parse().map_err(|_| bad())?;
     let port = match uri.scheme_str() {
         Some("http") => uri.port_u16().unwrap_or(80),
@@ -223,7 +224,11 @@ fn access_log(cx: &mut Ctx<'_>, at: &str, raw: AccessLogConfig) -> Option<Access
     let format = match raw.format.as_deref() {
         None | Some("text") => LogFormat::Text,
         Some("json") => LogFormat::Json,
-        Some(custom) if custom.contains('%') => LogFormat::Custom(custom.to_owned()),
+        Some(custom) if custom.contains('%') => {
+            let parsed = crate::telemetry::access_log::check_format(custom);
+            cx.check(&join(at, "format"), parsed)?;
+            LogFormat::Custom(custom.to_owned())
+        }
         Some(other) => {
             let hint = did_you_mean(other, ["json", "text"]);
             let message = if hint.is_empty() {

@@ -2,6 +2,7 @@
 
 use super::super::model::{LimitsSpec, UnderscoreAction};
 use super::super::raw::LimitsConfig;
+use super::value_error::ValueError;
 use super::{Ctx, join};
 
 /// `base` with every key given in `raw` applied; `at` is `limits` or
@@ -80,7 +81,7 @@ pub(super) fn limits(
     }
 }
 
-fn underscore_action(value: &str) -> Result<UnderscoreAction, String> {
+fn underscore_action(value: &str) -> Result<UnderscoreAction, ValueError> {
     [
         UnderscoreAction::Drop,
         UnderscoreAction::Reject,
@@ -88,5 +89,8 @@ fn underscore_action(value: &str) -> Result<UnderscoreAction, String> {
     ]
     .into_iter()
     .find(|a| a.as_str() == value)
-    .ok_or_else(|| format!("invalid value \"{value}\": expected drop, reject or allow"))
+    .ok_or_else(|| ValueError::Choice {
+        text: value.to_owned(),
+        expected: "drop, reject or allow",
+    })
 }

@@ -7,6 +7,7 @@ use mesh_ca::SpiffePattern;
 use super::super::model::*;
 use super::super::raw::{DownstreamTlsConfig, ListenerConfig};
 use super::super::suggest::did_you_mean;
+use super::value_error::ValueError;
 use super::{Ctx, index, join, limits, route, values};
 
 /// What every listener is checked against.
@@ -127,7 +128,8 @@ fn http_kind(
     }
     let routes = match raw.routes.take() {
         Some(routes) if !routes.is_empty() => {
-            route::routes(cx, &join(at, "routes"), routes, shared.clusters)
+            let listener = raw.name.as_deref().unwrap_or_default();
+            route::routes(cx, &join(at, "routes"), listener, routes, shared.clusters)
         }
         _ => {
             cx.error(
@@ -189,7 +191,7 @@ fn allow_list(
     (out.len() == raw.len()).then_some(out)
 }
 
-pub(super) fn tls_mode(text: &str) -> Result<TlsMode, String> {
+pub(super) fn tls_mode(text: &str) -> Result<TlsMode, ValueError> {
     values::one_of(
         "mode",
         text,

@@ -9,6 +9,7 @@ mod limits;
 mod listener;
 mod retry;
 mod route;
+mod value_error;
 mod values;
 
 use std::path::Path;
@@ -97,11 +98,15 @@ impl Ctx<'_> {
     }
 
     /// The value, or `None` after recording the error under `path`.
-    pub fn check<T>(&mut self, path: &str, result: Result<T, String>) -> Option<T> {
+    pub fn check<T, E: std::fmt::Display>(
+        &mut self,
+        path: &str,
+        result: Result<T, E>,
+    ) -> Option<T> {
         match result {
             Ok(value) => Some(value),
-            Err(message) => {
-                self.error(path, message);
+            Err(e) => {
+                self.error(path, e.to_string());
                 None
             }
         }

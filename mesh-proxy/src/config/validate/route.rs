@@ -7,20 +7,61 @@ use bytes::Bytes;
 use super::super::model::*;
 use super::super::raw::{HeadersConfig, MatchConfig, RouteConfig, ScalarMap};
 use super::listener::cluster_ref;
+use super::value_error::ValueError;
 use super::{Ctx, index, join, retry, values};
 
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(15);
 
+/// The routes of listener `listener` (its name as written, for the
+/// default route names).
 pub(super) fn routes(
     cx: &mut Ctx<'_>,
     at: &str,
+    listener: &str,
     raw: Vec<RouteConfig>,
     clusters: &[String],
 ) -> Vec<RouteSpec> {
-    raw.into_iter()
-        .enumerate()
-        .filter_map(|(i, r)| route(cx, &index(at, i), r, clusters))
-        .collect()
+    let mut seen: Vec<(usize, String)> = Vec::new();
+    let mut out = Vec::with_capacity(raw.len());
+    for (i, mut r) in raw.into_iter().enumerate() {
+        let named = r
+            .name
+            .take()
+            .and_then(|name| route_name(cx, at, name, i, &mut seen));
+        let at = index(at, i);
+        // Unnamed (or badly named): `<listener>/<index>`, addressed by index.
+        let (name, id) = match named {
+            Some(name) => (name.clone(), format!("{listener}/{name}")),
+            None => (format!("{listener}/{i}"), format!("{listener}/{i}")),
+        };
+        if let Some(spec) = route(cx, &at, r, clusters, name, id) {
+            out.push(spec);
+        }
+    }
+    out
+}
+
+/// The configured name of route `i` of the list at `routes`, if valid and
+/// unique in its listener.
+fn route_name(
+    cx: &mut Ctx<'_>,
+    routes: &str,
+    name: String,
+    i: usize,
+    seen: &mut Vec<(usize, String)>,
+) -> Option<String> {
+    let at = join(&index(routes, i), "name");
+    cx.check(&at, values::route_name(&name))?;
+    if let Some((first, _)) = seen.iter().find(|(_, n)| *n == name) {
+        let also = index(routes, *first);
+        cx.error(
+            &at,
+            format!("duplicate route name \"{name}\" (also {also}): names are unique per listener"),
+        );
+        return None;
+    }
+    seen.push((i, name.clone()));
+    Some(name)
 }
 
 fn route(
@@ -28,6 +69,8 @@ fn route(
     at: &str,
     mut raw: RouteConfig,
     clusters: &[String],
+    name: String,
+    id: String,
 ) -> Option<RouteSpec> {
     let matcher = match raw.matcher.take() {
         Some(m) => route_match(cx, &join(at, "match"), m),
@@ -47,6 +90,8 @@ fn route(
     let request_headers = mutations(cx, &join(at, "request_headers"), raw.request_headers);
     let response_headers = mutations(cx, &join(at, "response_headers"), raw.response_headers);
     Some(RouteSpec {
+        name,
+        id,
         matcher: matcher?,
         action: action?,
         timeout: (!timeout.is_zero()).then_some(timeout),
@@ -86,8 +131,11 @@ fn route_match(cx: &mut Ctx<'_>, at: &str, raw: MatchConfig) -> Option<RouteMatc
             .map(|()| PathMatch::Exact(path))
     } else if let Some(re) = raw.regex {
         // Anchored: the regex must match the whole path, as Envoy's safe_regex.
-        let compiled = regex::Regex::new(&format!("^(?:{re})$"))
-            .map_err(|e| format!("invalid regex \"{re}\": {}", first_line(&e.to_string())));
+        let compiled =
+            regex::Regex::new(&format!("^(?:{re})$")).map_err(|source| ValueError::Regex {
+                text: re.clone(),
+                source,
+            });
         cx.check(&join(at, "regex"), compiled).map(PathMatch::Regex)
     } else {
         Some(PathMatch::default())
@@ -112,20 +160,16 @@ fn route_match(cx: &mut Ctx<'_>, at: &str, raw: MatchConfig) -> Option<RouteMatc
     })
 }
 
-fn first_line(text: &str) -> String {
-    text.lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
 /// A route path or prefix must be in the router's normal form (SPEC §3
 /// "Paths and hosts"), or it could never match: requests are matched
 /// normalized and without `;parameters`.
-fn normal_path(path: &str) -> Result<(), String> {
+fn normal_path(path: &str) -> Result<(), ValueError> {
+    let bad = |why: &'static str| ValueError::Path {
+        path: path.to_owned(),
+        why,
+    };
     if !path.starts_with('/') {
-        return Err(format!("invalid path \"{path}\": must start with /"));
+        return Err(bad("must start with /"));
     }
     let bytes = path.as_bytes();
     for (i, &b) in bytes.iter().enumerate() {
@@ -148,14 +192,14 @@ fn normal_path(path: &str) -> Result<(), String> {
             }
             _ => continue,
         };
-        return Err(format!("invalid path \"{path}\": {why}"));
+        return Err(bad(why));
     }
     let segments: Vec<&str> = path[1..].split('/').collect();
     let last = segments.len() - 1;
     for (i, seg) in segments.into_iter().enumerate() {
         if matches!(seg, "." | "..") || (seg.is_empty() && i != last) {
-            return Err(format!(
-                "invalid path \"{path}\": has an empty, '.' or '..' segment (paths are matched normalized)"
+            return Err(bad(
+                "has an empty, '.' or '..' segment (paths are matched normalized)",
             ));
         }
     }
@@ -259,9 +303,11 @@ fn weighted(
     Some(RouteAction::Weighted(out))
 }
 
-fn host_rewrite(text: &str) -> Result<http::HeaderValue, String> {
+fn host_rewrite(text: &str) -> Result<http::HeaderValue, ValueError> {
     text.parse::<http::uri::Authority>()
-        .map_err(|_| format!("invalid host \"{text}\""))?;
+        .map_err(|_| ValueError::Host {
+            text: text.to_owned(),
+        })?;
     values::header_value(text)
 }
 

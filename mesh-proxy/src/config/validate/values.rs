@@ -1,5 +1,6 @@
 //! Parsers for the leaf values of the config: durations, addresses, names,
-//! SPIFFE IDs, headers, methods, files. Each returns the message to report.
+//! SPIFFE IDs, headers, methods, files. Each returns the [`ValueError`] to
+//! report.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -10,53 +11,71 @@ use mesh_ca::SpiffePattern;
 
 use super::super::model::{EndpointAddr, HostMatch};
 use super::super::suggest::did_you_mean;
+use super::value_error::ValueError;
 
 /// humantime syntax (`250ms`, `1m30s`); a bare `0` is zero.
-pub(super) fn duration(text: &str) -> Result<Duration, String> {
+pub(super) fn duration(text: &str) -> Result<Duration, ValueError> {
     let trimmed = text.trim();
     if trimmed == "0" {
         return Ok(Duration::ZERO);
     }
-    humantime::parse_duration(trimmed).map_err(|e| format!("invalid duration \"{text}\": {e}"))
+    humantime::parse_duration(trimmed).map_err(|source| ValueError::Duration {
+        text: text.to_owned(),
+        source,
+    })
 }
 
 /// One word out of a fixed set, with a suggestion for a near miss.
-pub(super) fn one_of<T: Copy>(what: &str, text: &str, options: &[(&str, T)]) -> Result<T, String> {
+pub(super) fn one_of<T: Copy>(
+    what: &str,
+    text: &str,
+    options: &[(&str, T)],
+) -> Result<T, ValueError> {
     if let Some((_, value)) = options.iter().find(|(name, _)| *name == text) {
         return Ok(*value);
     }
     let names: Vec<&str> = options.iter().map(|(name, _)| *name).collect();
     let hint = did_you_mean(text, names.iter().copied());
+    let (what, text) = (what.to_owned(), text.to_owned());
     if hint.is_empty() {
-        Err(format!(
-            "invalid {what} \"{text}\": expected one of {}",
-            names.join(", ")
-        ))
+        let expected = names.join(", ");
+        Err(ValueError::NotOneOf {
+            what,
+            text,
+            expected,
+        })
     } else {
-        Err(format!("invalid {what} \"{text}\"{hint}"))
+        Err(ValueError::NearMiss { what, text, hint })
     }
 }
 
 /// A listen address: `IP:port`, `[v6]:port` or `localhost:port`.
-pub(super) fn listen_address(text: &str) -> Result<SocketAddr, String> {
+pub(super) fn listen_address(text: &str) -> Result<SocketAddr, ValueError> {
     if let Ok(addr) = text.parse::<SocketAddr>() {
         return Ok(addr);
     }
+    let bad = |why: String| ValueError::Address {
+        text: text.to_owned(),
+        why,
+    };
     if let Some(port) = text.strip_prefix("localhost:") {
         let port = port
             .parse::<u16>()
-            .map_err(|_| format!("invalid address \"{text}\": invalid port \"{port}\""))?;
+            .map_err(|_| bad(format!("invalid port \"{port}\"")))?;
         return Ok(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port));
     }
-    Err(format!(
-        "invalid address \"{text}\": expected IP:port such as 0.0.0.0:15006, [::1]:80 or localhost:8080"
+    Err(bad(
+        "expected IP:port such as 0.0.0.0:15006, [::1]:80 or localhost:8080".to_owned(),
     ))
 }
 
 /// `host:port` of an upstream endpoint; with static discovery the host must
 /// be an IP literal. IPv6 hosts are stored without brackets.
-pub(super) fn endpoint(text: &str, dns: bool) -> Result<EndpointAddr, String> {
-    let bad = |why: &str| format!("invalid endpoint \"{text}\": {why}");
+pub(super) fn endpoint(text: &str, dns: bool) -> Result<EndpointAddr, ValueError> {
+    let bad = |why: &str| ValueError::Endpoint {
+        text: text.to_owned(),
+        why: why.to_owned(),
+    };
     let (host, port) = if let Some(rest) = text.strip_prefix('[') {
         let (host, port) = rest
             .split_once("]:")
@@ -109,24 +128,34 @@ pub(super) fn is_hostname(host: &str) -> bool {
 }
 
 /// Listener and cluster names end up in dotted metric names.
-pub(super) fn name(text: &str) -> Result<(), String> {
+pub(super) fn name(text: &str) -> Result<(), ValueError> {
     let ok = !text.is_empty()
         && text
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
-    if ok {
-        Ok(())
-    } else {
-        Err(format!(
-            "invalid name \"{text}\": use letters, digits, '-' and '_' (names appear in metric names)"
-        ))
-    }
+    ok.then_some(()).ok_or_else(|| ValueError::Name {
+        text: text.to_owned(),
+    })
+}
+
+/// Route names appear in dotted metric names and in `route=<listener>/<name>`.
+pub(super) fn route_name(text: &str) -> Result<(), ValueError> {
+    let ok = !text.is_empty()
+        && text
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    ok.then_some(()).ok_or_else(|| ValueError::RouteName {
+        text: text.to_owned(),
+    })
 }
 
 /// `spiffe://trust-domain/path`; with `wildcards` a `*` may stand for one
 /// whole path segment and a last `**` for the rest of the path.
-pub(super) fn spiffe_id(text: &str, wildcards: bool) -> Result<(), String> {
-    let bad = |why: &str| format!("invalid SPIFFE ID \"{text}\": {why}");
+pub(super) fn spiffe_id(text: &str, wildcards: bool) -> Result<(), ValueError> {
+    let bad = |why: &str| ValueError::SpiffeId {
+        text: text.to_owned(),
+        why: why.to_owned(),
+    };
     let rest = text
         .strip_prefix("spiffe://")
         .ok_or_else(|| bad("must start with spiffe://"))?;
@@ -173,41 +202,51 @@ pub(super) fn spiffe_id(text: &str, wildcards: bool) -> Result<(), String> {
 
 /// An allow-list entry: checked by [`spiffe_id`] (the proxy's words), then
 /// parsed by the matcher the listener will use.
-pub(super) fn spiffe_pattern(text: &str) -> Result<SpiffePattern, String> {
+pub(super) fn spiffe_pattern(text: &str) -> Result<SpiffePattern, ValueError> {
     spiffe_id(text, true)?;
-    SpiffePattern::parse(text).map_err(|e| e.to_string())
+    Ok(SpiffePattern::parse(text)?)
 }
 
-pub(super) fn header_name(text: &str) -> Result<HeaderName, String> {
-    HeaderName::from_bytes(text.as_bytes()).map_err(|_| format!("invalid header name \"{text}\""))
+pub(super) fn header_name(text: &str) -> Result<HeaderName, ValueError> {
+    HeaderName::from_bytes(text.as_bytes()).map_err(|_| ValueError::HeaderName {
+        text: text.to_owned(),
+    })
 }
 
-pub(super) fn header_value(text: &str) -> Result<HeaderValue, String> {
-    HeaderValue::from_str(text)
-        .map_err(|_| format!("invalid header value \"{}\"", text.escape_debug()))
+pub(super) fn header_value(text: &str) -> Result<HeaderValue, ValueError> {
+    HeaderValue::from_str(text).map_err(|_| ValueError::HeaderValue {
+        text: text.to_owned(),
+    })
 }
 
 /// An HTTP method token, uppercased (`get` → `GET`).
-pub(super) fn method(text: &str) -> Result<Method, String> {
+pub(super) fn method(text: &str) -> Result<Method, ValueError> {
     let upper = text.to_ascii_uppercase();
+    let bad = || ValueError::Method {
+        text: text.to_owned(),
+    };
     if upper.is_empty() {
-        return Err("invalid method \"\"".to_owned());
+        return Err(bad());
     }
-    Method::from_bytes(upper.as_bytes()).map_err(|_| format!("invalid method \"{text}\""))
+    Method::from_bytes(upper.as_bytes()).map_err(|_| bad())
 }
 
 /// A status code a proxy may send: 100–599.
-pub(super) fn status(code: u32) -> Result<StatusCode, String> {
+pub(super) fn status(code: u32) -> Result<StatusCode, ValueError> {
     u16::try_from(code)
         .ok()
         .filter(|c| (100..=599).contains(c))
         .and_then(|c| StatusCode::from_u16(c).ok())
-        .ok_or_else(|| format!("invalid status code {code}: expected 100-599"))
+        .ok_or(ValueError::Status { code })
 }
 
 /// Route host match: exact or `*.suffix`, lowercase, port dropped; `*` alone
 /// matches every host (`None`).
-pub(super) fn host_match(text: &str) -> Result<Option<HostMatch>, String> {
+pub(super) fn host_match(text: &str) -> Result<Option<HostMatch>, ValueError> {
+    let bad = |why: &'static str| ValueError::HostMatch {
+        text: text.to_owned(),
+        why,
+    };
     let lower = text.trim().to_ascii_lowercase();
     let host = strip_port(&lower);
     if host == "*" {
@@ -215,16 +254,12 @@ pub(super) fn host_match(text: &str) -> Result<Option<HostMatch>, String> {
     }
     if let Some(suffix) = host.strip_prefix("*.") {
         if suffix.contains('*') || !is_hostname(suffix) {
-            return Err(format!(
-                "invalid host \"{text}\": expected a host name or *.suffix"
-            ));
+            return Err(bad("expected a host name or *.suffix"));
         }
         return Ok(Some(HostMatch::Suffix(format!(".{suffix}"))));
     }
     if host.contains('*') {
-        return Err(format!(
-            "invalid host \"{text}\": the only wildcard allowed is a leading \"*.\""
-        ));
+        return Err(bad("the only wildcard allowed is a leading \"*.\""));
     }
     let is_ip = host.parse::<IpAddr>().is_ok()
         || host
@@ -232,9 +267,7 @@ pub(super) fn host_match(text: &str) -> Result<Option<HostMatch>, String> {
             .and_then(|h| h.strip_suffix(']'))
             .is_some_and(|h| h.parse::<IpAddr>().is_ok());
     if !is_ip && !is_hostname(host) {
-        return Err(format!(
-            "invalid host \"{text}\": expected a host name or *.suffix"
-        ));
+        return Err(bad("expected a host name or *.suffix"));
     }
     Ok(Some(HostMatch::Exact(host.to_owned())))
 }
@@ -261,7 +294,7 @@ pub(super) fn resolve(base_dir: &Path, text: &str) -> PathBuf {
 }
 
 /// A file the proxy will read: it must exist and be readable now.
-pub(super) fn readable_file(base_dir: &Path, text: &str) -> Result<PathBuf, String> {
+pub(super) fn readable_file(base_dir: &Path, text: &str) -> Result<PathBuf, ValueError> {
     let path = resolve(base_dir, text);
     let shown = if path.as_os_str() == text {
         format!("\"{text}\"")
@@ -269,13 +302,14 @@ pub(super) fn readable_file(base_dir: &Path, text: &str) -> Result<PathBuf, Stri
         format!("\"{text}\" ({})", path.display())
     };
     match std::fs::metadata(&path) {
-        Ok(meta) if meta.is_dir() => return Err(format!("cannot read {shown}: it is a directory")),
+        Ok(meta) if meta.is_dir() => return Err(ValueError::Directory { shown }),
         Ok(_) => {}
-        Err(e) => return Err(format!("cannot read {shown}: {e}")),
+        Err(source) => return Err(ValueError::Unreadable { shown, source }),
     }
-    std::fs::File::open(&path)
-        .map(|_| path.clone())
-        .map_err(|e| format!("cannot read {shown}: {e}"))
+    match std::fs::File::open(&path) {
+        Ok(_) => Ok(path),
+        Err(source) => Err(ValueError::Unreadable { shown, source }),
+    }
 }
 
 #[cfg(test)]
@@ -283,12 +317,29 @@ pub(super) fn readable_file(base_dir: &Path, text: &str) -> Result<PathBuf, Stri
 mod tests {
     use super::*;
 
+    // The messages as the user reads them (these shadow the glob import).
+    fn duration(text: &str) -> Result<Duration, String> {
+        super::duration(text).map_err(|e| e.to_string())
+    }
+    fn listen_address(text: &str) -> Result<SocketAddr, String> {
+        super::listen_address(text).map_err(|e| e.to_string())
+    }
+    fn host_match(text: &str) -> Result<Option<HostMatch>, String> {
+        super::host_match(text).map_err(|e| e.to_string())
+    }
+    fn method(text: &str) -> Result<Method, String> {
+        super::method(text).map_err(|e| e.to_string())
+    }
+    fn one_of<T: Copy>(what: &str, text: &str, options: &[(&str, T)]) -> Result<T, String> {
+        super::one_of(what, text, options).map_err(|e| e.to_string())
+    }
+
     #[test]
     fn durations_use_humantime_and_bare_zero() {
         assert_eq!(duration("250ms"), Ok(Duration::from_millis(250)));
         assert_eq!(duration("1m30s"), Ok(Duration::from_secs(90)));
         assert_eq!(duration("0"), Ok(Duration::ZERO));
-        let err = duration("5 parsecs").unwrap_err();
+        let err = duration("5 parsecs").unwrap_err().to_string();
         assert!(err.starts_with("invalid duration \"5 parsecs\": "), "{err}");
         assert!(duration("5").is_err());
     }
@@ -318,9 +369,11 @@ mod tests {
         assert!(
             endpoint("payments:15006", false)
                 .unwrap_err()
+                .to_string()
                 .contains("discovery: dns")
         );
-        assert!(endpoint("::1:80", false).unwrap_err().contains("brackets"));
+        let e = endpoint("::1:80", false).unwrap_err().to_string();
+        assert!(e.contains("brackets"), "{e}");
         assert!(endpoint("10.0.0.1:0", false).is_err());
         assert!(endpoint("bad host:80", true).is_err());
     }

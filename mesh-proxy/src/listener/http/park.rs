@@ -81,15 +81,7 @@ impl HttpServer {
             inner.unread(parts.read_buf);
             let upgrade = down.upgrade.lock().ok().and_then(|mut u| u.take());
             if let Some(upstream) = upgrade {
-                let revoked = async {
-                    match (&self.tls, &down.admission) {
-                        (Some(tls), Some(admission)) => {
-                            tls.revoked(admission, peer, "upgraded connection").await;
-                        }
-                        _ => std::future::pending().await,
-                    }
-                };
-                return upgrade::tunnel(inner, upstream, activity, idle_timeout, revoked).await;
+                return self.tunnel(inner, upstream, activity, &down).await;
             }
             if !parking || closing {
                 return close(inner).await;
@@ -102,6 +94,30 @@ impl HttpServer {
                 None => return,
             }
         }
+    }
+
+    /// Joins an upgraded (101) connection to its upstream until either side
+    /// ends, or a reload stops admitting the peer.
+    async fn tunnel<I>(
+        &self,
+        inner: ActivityIo<I>,
+        upstream: hyper::upgrade::OnUpgrade,
+        activity: &Activity,
+        down: &Downstream,
+    ) where
+        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let revoked = async {
+            match (&self.tls, &down.admission) {
+                (Some(tls), Some(admission)) => {
+                    tls.revoked(admission, down.peer, "upgraded connection")
+                        .await;
+                }
+                _ => std::future::pending().await,
+            }
+        };
+        let idle_timeout = self.ctx.limits.idle_timeout;
+        upgrade::tunnel(inner, upstream, activity, idle_timeout, revoked).await;
     }
 
     /// Parks a connection until the client sends again (`Some`), or closes

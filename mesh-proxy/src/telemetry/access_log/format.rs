@@ -53,7 +53,18 @@ pub(super) fn header_key(name: &str) -> Option<HeaderName> {
     HeaderName::from_bytes(mapped.as_bytes()).ok()
 }
 
-pub(super) fn parse(format: &str, wanted: &mut Vec<HeaderName>) -> Result<Vec<Token>, String> {
+/// Why a format string does not parse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FormatError {
+    #[error("unterminated operator in {format:?}")]
+    Unterminated { format: String },
+    #[error("unknown operator %{op}%")]
+    UnknownOperator { op: String },
+    #[error("invalid header name in %{op}%")]
+    InvalidHeader { op: String },
+}
+
+pub(super) fn parse(format: &str, wanted: &mut Vec<HeaderName>) -> Result<Vec<Token>, FormatError> {
     let mut tokens = Vec::new();
     let mut rest = format;
     while let Some(start) = rest.find('%') {
@@ -61,9 +72,9 @@ pub(super) fn parse(format: &str, wanted: &mut Vec<HeaderName>) -> Result<Vec<To
             tokens.push(Token::Literal(rest[..start].to_owned()));
         }
         let after = &rest[start + 1..];
-        let end = after
-            .find('%')
-            .ok_or_else(|| format!("unterminated operator in {format:?}"))?;
+        let end = after.find('%').ok_or_else(|| FormatError::Unterminated {
+            format: format.to_owned(),
+        })?;
         let op = &after[..end];
         tokens.push(operator(op, wanted)?);
         rest = &after[end + 1..];
@@ -74,7 +85,7 @@ pub(super) fn parse(format: &str, wanted: &mut Vec<HeaderName>) -> Result<Vec<To
     Ok(tokens)
 }
 
-fn operator(op: &str, wanted: &mut Vec<HeaderName>) -> Result<Token, String> {
+fn operator(op: &str, wanted: &mut Vec<HeaderName>) -> Result<Token, FormatError> {
     Ok(match op {
         "START_TIME" => Token::StartTime,
         "PROTOCOL" => Token::Protocol,
@@ -96,9 +107,10 @@ fn operator(op: &str, wanted: &mut Vec<HeaderName>) -> Result<Token, String> {
         }
         _ => {
             let Some(name) = op.strip_prefix("REQ(").and_then(|s| s.strip_suffix(')')) else {
-                return Err(format!("unknown operator %{op}%"));
+                return Err(FormatError::UnknownOperator { op: op.to_owned() });
             };
-            let key = header_key(name).ok_or_else(|| format!("invalid header name in %{op}%"))?;
+            let key =
+                header_key(name).ok_or_else(|| FormatError::InvalidHeader { op: op.to_owned() })?;
             let idx = match wanted.iter().position(|w| *w == key) {
                 Some(i) => i,
                 None => {
@@ -285,11 +297,8 @@ mod tests {
 
     #[test]
     fn unknown_operators_and_unterminated_ones_are_errors() {
-        assert!(
-            parse("%NOPE%", &mut Vec::new())
-                .expect_err("an unknown operator is an error")
-                .contains("unknown operator %NOPE%")
-        );
+        let e = parse("%NOPE%", &mut Vec::new()).expect_err("an unknown operator is an error");
+        assert_eq!(e.to_string(), "unknown operator %NOPE%");
         assert!(parse("%START_TIME", &mut Vec::new()).is_err());
     }
 
@@ -303,6 +312,25 @@ mod tests {
         assert_eq!(v["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736");
         assert_eq!(v["request_id"], "req-1");
         assert_eq!(v["attempts"], 3);
+    }
+
+    #[test]
+    fn route_name_operator_and_json_route_carry_the_route_name() {
+        let mut wanted = Vec::new();
+        let tokens = parse("%ROUTE_NAME% %RESPONSE_CODE%", &mut wanted).expect("parses");
+        let mut rec = record(&wanted);
+        rec.route = Some(Arc::from("abort20"));
+        let mut out = String::new();
+        render(&Format::Tokens(tokens.clone()), &rec, &wanted, &mut out);
+        assert_eq!(out, "abort20 503");
+        out.clear();
+        render(&Format::Json, &rec, &wanted, &mut out);
+        let v: serde_json::Value = serde_json::from_str(&out).expect("json");
+        assert_eq!(v["route"], "abort20");
+        rec.route = None;
+        out.clear();
+        render(&Format::Tokens(tokens), &rec, &wanted, &mut out);
+        assert_eq!(out, "- 503", "no route (a 404 NR): a dash");
     }
 
     #[test]

@@ -24,6 +24,7 @@ use std::time::{Duration, SystemTime};
 use http::{HeaderName, HeaderValue};
 
 use crate::config::{AccessLogSpec, LogFormat, LogTarget};
+pub use format::FormatError;
 use format::{ENVOY_TEXT, Format, header_key, parse, render};
 
 /// Bytes of records the queue may hold (besides its 4,096 records).
@@ -31,6 +32,32 @@ pub const QUEUE_BYTE_BUDGET: u64 = 16 * 1024 * 1024;
 
 /// Records the queue may hold.
 const QUEUE_RECORDS: usize = 4096;
+
+/// Why the access logs cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum AccessLogError {
+    /// Validation parses every format first (see [`check_format`]).
+    #[error("access_log[{index}].format: {source}")]
+    Format {
+        index: usize,
+        #[source]
+        source: FormatError,
+    },
+    #[error("access_log[{index}].path: {source}")]
+    Open {
+        index: usize,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot start the access log writer: {0}")]
+    Thread(#[source] std::io::Error),
+}
+
+/// Parses a format string as the access log will: config validation calls
+/// this, so `--mode validate`, `mesh-cli validate` and start-up agree.
+pub(crate) fn check_format(format: &str) -> Result<(), FormatError> {
+    parse(format, &mut Vec::new()).map(drop)
+}
 
 /// Everything a log line can say about one request.
 #[derive(Debug, Clone)]
@@ -121,31 +148,16 @@ impl std::fmt::Debug for AccessLog {
 impl AccessLog {
     /// Parses the formats and starts the writer thread; `None` when no
     /// access log is configured.
-    pub fn start(specs: &[AccessLogSpec]) -> Result<Option<Arc<Self>>, String> {
+    pub fn start(specs: &[AccessLogSpec]) -> Result<Option<Arc<Self>>, AccessLogError> {
         if specs.is_empty() {
             return Ok(None);
         }
         let mut wanted = Vec::new();
-        let mut sinks = Vec::new();
-        for (i, spec) in specs.iter().enumerate() {
-            let format = match &spec.format {
-                LogFormat::Json => Format::Json,
-                LogFormat::Text => Format::Tokens(
-                    parse(ENVOY_TEXT, &mut wanted).map_err(|e| format!("access_log[{i}]: {e}"))?,
-                ),
-                LogFormat::Custom(f) => Format::Tokens(
-                    parse(f, &mut wanted).map_err(|e| format!("access_log[{i}].format: {e}"))?,
-                ),
-            };
-            let mut sink = Sink {
-                target: spec.path.clone(),
-                format,
-                out: None,
-            };
-            sink.open()
-                .map_err(|e| format!("access_log[{i}].path: {e}"))?;
-            sinks.push(sink);
-        }
+        let sinks = specs
+            .iter()
+            .enumerate()
+            .map(|(index, spec)| Sink::new(index, spec, &mut wanted))
+            .collect::<Result<Vec<_>, _>>()?;
         for always in [
             "x-request-id",
             "user-agent",
@@ -179,19 +191,8 @@ impl AccessLog {
         std::thread::Builder::new()
             .name("mesh-access-log".to_owned())
             .spawn(move || out.run(rx))
-            .map_err(|e| format!("cannot start the access log writer: {e}"))?;
+            .map_err(AccessLogError::Thread)?;
         Ok(Some(log))
-    }
-
-    /// Checks every format without starting anything (`--mode validate`
-    /// and start-up before any port is bound).
-    pub fn check(specs: &[AccessLogSpec]) -> Result<(), String> {
-        for (i, spec) in specs.iter().enumerate() {
-            if let LogFormat::Custom(f) = &spec.format {
-                parse(f, &mut Vec::new()).map_err(|e| format!("access_log[{i}].format: {e}"))?;
-            }
-        }
-        Ok(())
     }
 
     /// Queues a record within both bounds; never blocks.
@@ -226,6 +227,33 @@ impl AccessLog {
 }
 
 impl Sink {
+    /// Access log `index`, opened; its format's request headers are added
+    /// to `wanted`.
+    fn new(
+        index: usize,
+        spec: &AccessLogSpec,
+        wanted: &mut Vec<HeaderName>,
+    ) -> Result<Self, AccessLogError> {
+        let format = match &spec.format {
+            LogFormat::Json => Format::Json,
+            LogFormat::Text => Format::Tokens(
+                parse(ENVOY_TEXT, wanted)
+                    .map_err(|source| AccessLogError::Format { index, source })?,
+            ),
+            LogFormat::Custom(f) => Format::Tokens(
+                parse(f, wanted).map_err(|source| AccessLogError::Format { index, source })?,
+            ),
+        };
+        let mut sink = Sink {
+            target: spec.path.clone(),
+            format,
+            out: None,
+        };
+        sink.open()
+            .map_err(|source| AccessLogError::Open { index, source })?;
+        Ok(sink)
+    }
+
     fn open(&mut self) -> std::io::Result<()> {
         self.out = Some(match &self.target {
             LogTarget::Stdout => Box::new(std::io::stdout()),
