@@ -1,5 +1,5 @@
-//! A small plain-HTTP GET client for a proxy's admin API (SPEC §3 "Admin
-//! API"), shared by `wait` and `stat`. Failures come back as words ("connection
+//! A small plain-HTTP client for a proxy's admin API (SPEC §3 "Admin
+//! API"), shared by `wait`, `stat` and `fault`. Failures come back as words ("connection
 //! refused", "no answer within 2s") for the one-sentence errors and the
 //! `stat` rows.
 
@@ -55,7 +55,18 @@ impl Answer {
 /// The error is a lower-case phrase: "connection refused", "no answer
 /// within 1s", ...
 pub async fn get(admin: &Authority, path: &str, timeout: Duration) -> Result<Answer, String> {
-    match tokio::time::timeout(timeout, exchange(admin, path)).await {
+    request(admin, http::Method::GET, path, timeout).await
+}
+
+/// `<method> http://<admin><path>` (no body) within `timeout`; errors as
+/// [`get`]'s.
+pub async fn request(
+    admin: &Authority,
+    method: http::Method,
+    path: &str,
+    timeout: Duration,
+) -> Result<Answer, String> {
+    match tokio::time::timeout(timeout, exchange(admin, method, path)).await {
         Ok(result) => result,
         Err(_) => Err(format!(
             "no answer within {}",
@@ -64,7 +75,7 @@ pub async fn get(admin: &Authority, path: &str, timeout: Duration) -> Result<Ans
     }
 }
 
-async fn exchange(admin: &Authority, path: &str) -> Result<Answer, String> {
+async fn exchange(admin: &Authority, method: http::Method, path: &str) -> Result<Answer, String> {
     let tcp = tokio::net::TcpStream::connect(admin.as_str())
         .await
         .map_err(|e| lower_first(&mesh_ca::os_reason(&e)))?;
@@ -73,7 +84,9 @@ async fn exchange(admin: &Authority, path: &str) -> Result<Answer, String> {
         .await
         .map_err(|e| format!("HTTP failed: {e}"))?;
     let conn = tokio::spawn(conn);
-    let request = http::Request::get(path)
+    let request = http::Request::builder()
+        .method(method)
+        .uri(path)
         .header(http::header::HOST, admin.as_str())
         .header(http::header::USER_AGENT, "mesh-cli")
         .body(Empty::<Bytes>::new())

@@ -1,12 +1,14 @@
 //! `mesh-cli`: the operator's tool. Certificate commands (`ca init`,
 //! `issue`, `token create`, `inspect`), `validate`, the operator's views of
-//! running proxies (`stat`, `wait`), a small OTLP receiver (`traces`) and
+//! running proxies (`stat`, `wait`, `fault`), a small OTLP receiver (`traces`) and
 //! `up`, which runs a whole demo mesh as local processes.
 //!
-//! Every failure is printed as one sentence, `error: ...`, with exit code 1.
+//! Every failure is printed as one sentence, `error: ...`, with exit code 1
+//! (`fault` exits 2 on bad input, as clap does on a bad argument).
 
 mod admin;
 mod certs;
+mod fault;
 mod inspect;
 mod online;
 mod stat;
@@ -89,6 +91,10 @@ enum Cmd {
         #[arg(long, default_value = "30s", value_parser = parse_duration)]
         timeout: Duration,
     },
+    /// Inject faults into a route of a running proxy for a while (aborts
+    /// and/or delays for a share of its requests), list or clear them.
+    #[command(after_help = fault::EXAMPLES)]
+    Fault(fault::FaultArgs),
     /// Receive OTLP traces (HTTP protobuf/JSON and gRPC) and print each
     /// finished trace as a waterfall, or as one JSON object per line.
     #[command(after_help = traces::HELP)]
@@ -211,6 +217,7 @@ fn main() -> ExitCode {
             interval,
         } => stat::run(&admins, watch, interval),
         Cmd::Wait { admin, timeout } => wait::run(&admin, timeout),
+        Cmd::Fault(args) => fault::run(&args),
         Cmd::Traces(args) => traces::run(&args),
         Cmd::Up(args) => up::run(&args),
     };

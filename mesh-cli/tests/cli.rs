@@ -418,6 +418,7 @@ fn every_command_has_an_example_in_its_help() {
         &["validate", "--help"],
         &["stat", "--help"],
         &["wait", "--help"],
+        &["fault", "--help"],
         &["traces", "--help"],
     ] {
         let out = ok(dir.path(), cmd);

@@ -139,4 +139,30 @@ clusters:
             serde_json::json!({ "cert": "/c/orders.crt", "key": "/c/orders.key", "trust_bundle": "/c/ca.crt" })
         );
     }
+
+    #[test]
+    fn a_route_fault_is_dumped_with_credential_headers_redacted() {
+        let yaml = "listeners:\n  - name: web\n    address: 127.0.0.1:8000\n    routes:\n      - cluster: app\n        fault: { delay: { fixed: 250ms, percent: 10 }, abort: { status: 503 }, from: [spiffe://mesh.local/web], headers: { authorization: secret, x-chaos: on } }\nclusters:\n  - { name: app, endpoints: [127.0.0.1:9000] }\n";
+        let config =
+            crate::config::load_str(yaml, "proxy.yaml", std::path::Path::new("/nonexistent"))
+                .expect("valid");
+        let route = &dump(&config)["listeners"][0]["routes"][0];
+        let fault = &route["fault"];
+        assert_eq!(
+            fault["delay"],
+            serde_json::json!({ "fixed": "250ms", "percent": 10.0 })
+        );
+        assert_eq!(
+            fault["abort"],
+            serde_json::json!({ "status": 503, "percent": 100.0 })
+        );
+        assert_eq!(
+            fault["from"],
+            serde_json::json!(["spiffe://mesh.local/web"])
+        );
+        assert_eq!(fault["headers"]["authorization"], "[redacted]");
+        assert_eq!(fault["headers"]["x-chaos"], "on");
+        let dumped = dump(&config).to_string();
+        assert!(!dumped.contains("secret"), "{dumped}");
+    }
 }

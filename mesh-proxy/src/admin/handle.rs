@@ -13,6 +13,7 @@ use crate::config::Config;
 use crate::identity::IdentityStore;
 use crate::identity::server::TlsServer;
 use crate::listener::DrainTrigger;
+use crate::policy::FaultOverrides;
 use crate::router::HttpContext;
 use crate::telemetry::access_log::AccessLog;
 use crate::telemetry::metrics::ReloadCounters;
@@ -53,6 +54,8 @@ pub(crate) struct AdminHandle {
     pub tracing: Option<Arc<Tracing>>,
     /// Access log drop counters, when configured.
     pub access_log: Option<Arc<AccessLog>>,
+    /// Live fault overrides (`/fault`), shared with every route table.
+    pub faults: Arc<FaultOverrides>,
 }
 
 impl AdminHandle {

@@ -18,11 +18,13 @@
 //! `?format=json`), `/stats/prometheus`, `/config_dump`, `/clusters`
 //! (`?format=json`), `/listeners` (`?format=json`), `/certs`, `/ready`,
 //! `/local_replies`, `/help`; `POST /healthcheck/fail`, `/healthcheck/ok`,
-//! `/logging?level=L` or `?<component>=L`, `/quitquitquit`.
+//! `/logging?level=L` or `?<component>=L`, `/quitquitquit`; `/fault`
+//! (GET lists, POST installs live fault overrides) and `POST /fault/clear`.
 
 mod config_dump;
 mod dashboard;
 mod families;
+mod fault;
 mod guard;
 mod handle;
 mod prometheus;
@@ -206,6 +208,17 @@ const ENDPOINTS: &[(&str, Access, &str)] = &[
         "POST ?level=L or ?<component>=L: change log levels",
     ),
     ("/quitquitquit", Access::Mutate, "POST: drain and exit"),
+    // Served by `fault` (GET lists, POST installs), before this table.
+    (
+        "/fault",
+        Access::Read,
+        "live fault overrides; POST ?route=<listener>/<route>&abort_status=&abort_percent=&delay=&delay_percent=&ttl= installs one",
+    ),
+    (
+        "/fault/clear",
+        Access::Mutate,
+        "POST ?route=<listener>/<route>: remove a fault override",
+    ),
 ];
 
 impl Admin {
@@ -224,6 +237,13 @@ impl Admin {
             return text(StatusCode::FORBIDDEN, format!("forbidden: {why}\n"));
         }
         let path = req.uri().path();
+        if fault::is_fault_path(path) {
+            let topology = self.proxy.topology();
+            let http = topology.listeners.iter().filter_map(|l| l.http.as_deref());
+            let routes = fault::route_ids(http);
+            let (faults, query) = (&self.proxy.faults, req.uri().query());
+            return fault::handle(faults, &routes, req.method(), path, query);
+        }
         let Some(&(_, access, _)) = ENDPOINTS.iter().find(|(p, _, _)| *p == path) else {
             return text(
                 StatusCode::NOT_FOUND,

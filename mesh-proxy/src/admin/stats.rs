@@ -12,7 +12,7 @@ use super::AdminHandle;
 use crate::cluster::Cluster;
 use crate::identity::IdentityStore;
 use crate::identity::server::FailReason;
-use crate::router::HttpStats;
+use crate::router::{HttpStats, RouteTable};
 use crate::telemetry::access_log::AccessLog;
 use crate::telemetry::metrics::{HistogramSnapshot, RejectReason};
 use crate::telemetry::trace::Tracing;
@@ -76,6 +76,7 @@ impl Stats {
         for l in &rt.topology().listeners {
             if let Some(http) = &l.http {
                 out.listener(&l.name, &http.stats);
+                out.routes(&http.routes.load());
             }
             if let Some(tls) = &l.tls {
                 let lab = || vec![("listener", l.name.clone())];
@@ -108,6 +109,17 @@ impl Stats {
         out.server(rt, is_live);
         out.samples.sort_by(|a, b| a.name.cmp(&b.name));
         out
+    }
+
+    /// `route.<listener>.<route>.<counter>`: the counters of every
+    /// route's policies (`fault.aborted`, …), dotted only.
+    fn routes(&mut self, table: &RouteTable) {
+        for route in table.routes() {
+            let p = format!("{}.", route.name.stat_prefix());
+            route.policies.counters(&mut |name, v| {
+                self.add(format!("{p}{name}"), None, Vec::new(), int(v));
+            });
+        }
     }
 
     fn listener(&mut self, name: &str, s: &HttpStats) {

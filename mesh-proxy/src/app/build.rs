@@ -15,6 +15,7 @@ use crate::config::{ClusterSpec, Config, ListenerKind, ListenerSpec, TlsMode};
 use crate::identity::IdentityStore;
 use crate::identity::server::TlsServer;
 use crate::listener::{self, BoundListener, Drain, Protocol};
+use crate::policy::FaultOverrides;
 use crate::router::{HttpContext, HttpStats, Observe, RouteTable};
 use crate::telemetry::access_log::AccessLog;
 use crate::telemetry::trace::Tracing;
@@ -66,22 +67,28 @@ pub(super) struct Shared<'a> {
     pub access_log: &'a Option<Arc<AccessLog>>,
     pub drain: &'a Drain,
     pub tracker: &'a TaskTracker,
+    pub faults: &'a Arc<FaultOverrides>,
 }
 
-/// The route table of an HTTP listener against `clusters`.
+/// The route table of an HTTP listener against `clusters`, open to the
+/// live fault overrides of `faults`.
 pub(super) fn routes(
     spec: &ListenerSpec,
     clusters: &ClusterMap,
+    faults: &Arc<FaultOverrides>,
 ) -> Result<Option<RouteTable>, AppError> {
     match &spec.kind {
-        ListenerKind::Http { routes } => RouteTable::build(&spec.name, routes, |name| {
-            clusters.get(name).map(|(_, c)| Arc::clone(c))
-        })
-        .map(Some)
-        .map_err(|source| AppError::Routes {
-            listener: spec.name.clone(),
-            source,
-        }),
+        ListenerKind::Http { routes } => {
+            let mut table = RouteTable::build(&spec.name, routes, |name| {
+                clusters.get(name).map(|(_, c)| Arc::clone(c))
+            })
+            .map_err(|source| AppError::Routes {
+                listener: spec.name.clone(),
+                source,
+            })?;
+            table.attach_fault_overrides(faults);
+            Ok(Some(table))
+        }
         ListenerKind::Tcp { .. } => Ok(None),
     }
 }
@@ -132,7 +139,7 @@ pub(super) fn prepare(
     };
     let protocol = match &spec.kind {
         ListenerKind::Http { .. } => {
-            let table = routes(spec, clusters)?.unwrap_or_default();
+            let table = routes(spec, clusters, shared.faults)?.unwrap_or_default();
             let ctx = Arc::new(HttpContext {
                 listener: Arc::from(spec.name.as_str()),
                 routes: ArcSwap::from_pointee(table),

@@ -105,6 +105,9 @@ pub(crate) struct Runtime {
     pub tracing: Option<Arc<Tracing>>,
     /// The access logs, when configured (reopened on SIGUSR1).
     pub access_log: Option<Arc<AccessLog>>,
+    /// Live fault overrides (admin `/fault`), read by every route table;
+    /// they outlive reloads.
+    pub faults: Arc<crate::policy::FaultOverrides>,
 }
 
 impl Runtime {
@@ -127,6 +130,7 @@ impl Runtime {
             reloads: Arc::clone(&self.reloads),
             tracing: self.tracing.clone(),
             access_log: self.access_log.clone(),
+            faults: Arc::clone(&self.faults),
         }
     }
 }
@@ -207,12 +211,14 @@ pub(crate) fn start(
     let access_log = AccessLog::start(&config.access_log).map_err(AppError::AccessLog)?;
     let (trigger, drain) = Drain::new();
     let tracker = TaskTracker::new();
+    let faults = Arc::new(crate::policy::FaultOverrides::default());
     let shared = build::Shared {
         identity: &identity,
         tracing: &tracing,
         access_log: &access_log,
         drain: &drain,
         tracker: &tracker,
+        faults: &faults,
     };
     let prepared = config
         .listeners
@@ -237,6 +243,7 @@ pub(crate) fn start(
         reloads: Default::default(),
         tracing,
         access_log,
+        faults,
     })
 }
 

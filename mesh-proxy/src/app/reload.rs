@@ -101,6 +101,7 @@ fn shared(rt: &Runtime) -> Shared<'_> {
         access_log: &rt.access_log,
         drain: &rt.drain_watch,
         tracker: &rt.tracker,
+        faults: &rt.faults,
     }
 }
 
@@ -119,7 +120,7 @@ async fn prepare(rt: &Runtime, running: &RunningSet, new: &Config) -> Result<Pla
         });
         match old {
             Some(i) => {
-                let table = build::routes(spec, &clusters)?;
+                let table = build::routes(spec, &clusters, &rt.faults)?;
                 keep.push((i, spec.clone(), table));
             }
             None => changed.push(spec),

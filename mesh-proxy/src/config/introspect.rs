@@ -53,8 +53,8 @@ fn route_fields_at(rest: &str) -> Option<&'static [&'static str]> {
         ".retry.backoff" => fields_of::<BackoffConfig>(),
         ".retry.budget" => fields_of::<BudgetConfig>(),
         ".request_headers" | ".response_headers" => fields_of::<HeadersConfig>(),
-        ".rate_limit" => fields_of::<RateLimitConfig>(),
-        _ => return None,
+        // The policies' keys are listed by their own modules.
+        _ => return crate::policy::fields_at(rest),
     };
     Some(fields)
 }
@@ -131,6 +131,9 @@ mod tests {
         ("listeners[*].routes[*].request_headers", "remove"),
         ("listeners[*].routes[*].response_headers", "add"),
         ("listeners[*].routes[*].rate_limit", "burst"),
+        ("listeners[*].routes[*].fault", "from"),
+        ("listeners[*].routes[*].fault.delay", "fixed"),
+        ("listeners[*].routes[*].fault.abort", "grpc_status"),
         ("clusters[*]", "dns_refresh"),
         ("clusters[*].tls", "peer"),
         ("clusters[*].circuit_breaker", "max_pending_requests"),

@@ -12,12 +12,12 @@
 //! parse; those carry line:column.
 
 mod error;
-mod introspect;
+pub(crate) mod introspect;
 mod limits;
 pub mod model;
 mod parse;
 pub(crate) mod raw;
-mod ser;
+pub(crate) mod ser;
 mod suggest;
 pub(crate) mod validate;
 

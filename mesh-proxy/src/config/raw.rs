@@ -85,6 +85,7 @@ pub(crate) struct RouteConfig {
     pub request_headers: Option<HeadersConfig>,
     pub response_headers: Option<HeadersConfig>,
     pub rate_limit: Option<RateLimitConfig>,
+    pub fault: Option<crate::policy::fault::FaultConfig>,
 }
 
 #[derive(Debug, Deserialize)]

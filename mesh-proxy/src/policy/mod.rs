@@ -8,12 +8,17 @@
 //! `Ok(())` (continue) or an `Err` that becomes the local reply. A policy
 //! that is not configured is a `None` and costs a branch.
 
+pub(crate) mod fault;
+pub(crate) mod fault_live;
 pub(crate) mod rate_limit;
+
+use std::sync::Arc;
 
 use crate::config::RateLimitSpec;
 use crate::config::raw::RouteConfig;
 use crate::config::validate::{Ctx, join};
 use crate::router::ProxyError;
+pub(crate) use fault_live::FaultOverrides;
 
 /// The validated per-route policy config (part of a route's spec;
 /// serialized flattened into the route for `/config_dump`).
@@ -21,6 +26,8 @@ use crate::router::ProxyError;
 pub struct RoutePolicies {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rate_limit: Option<RateLimitSpec>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fault: Option<fault::FaultSpec>,
 }
 
 impl RoutePolicies {
@@ -31,7 +38,22 @@ impl RoutePolicies {
                 .rate_limit
                 .take()
                 .and_then(|r| rate_limit::validate(cx, &join(at, "rate_limit"), r)),
+            fault: raw
+                .fault
+                .take()
+                .and_then(|f| fault::validate(cx, &join(at, "fault"), f)),
         }
+    }
+}
+
+/// The keys of the policies' nested config below `listeners[*].routes[*]`
+/// (`rest` as `.fault.abort`), for unknown-key hints; `None` where no
+/// policy has a struct.
+pub(crate) fn fields_at(rest: &str) -> Option<&'static [&'static str]> {
+    use crate::config::introspect::fields_of;
+    match rest {
+        ".rate_limit" => Some(fields_of::<crate::config::raw::RateLimitConfig>()),
+        _ => fault::fields_at(rest.strip_prefix(".fault")?),
     }
 }
 
@@ -49,24 +71,45 @@ pub struct RequestView<'a> {
 #[derive(Debug, Default)]
 pub struct Policies {
     rate_limit: Option<rate_limit::RateLimit>,
+    fault: Option<fault::Fault>,
+    /// Live overrides (admin `POST /fault`) of this route, once attached.
+    live: Option<fault_live::LiveFault>,
+    /// Counts the file's fault and live overrides alike.
+    fault_counters: fault::FaultCounters,
 }
 
 impl Policies {
     pub fn build(spec: &RoutePolicies) -> Self {
         Self {
             rate_limit: spec.rate_limit.map(rate_limit::RateLimit::new),
+            fault: spec.fault.clone().map(fault::Fault::new),
+            live: None,
+            fault_counters: fault::FaultCounters::default(),
         }
     }
 
-    /// Whether any policy is configured on the route (else the stages
-    /// are skipped whole).
+    /// Lets live fault overrides of route `id` (`<listener>/<route name>`)
+    /// apply to this route.
+    pub fn attach_fault_overrides(&mut self, registry: &Arc<FaultOverrides>, id: Arc<str>) {
+        self.live = Some(fault_live::LiveFault::new(Arc::clone(registry), id));
+    }
+
+    /// Whether any policy is configured on the route, or a live override
+    /// could apply (else the stages are skipped whole).
     pub fn is_configured(&self) -> bool {
         self.rate_limit.is_some()
+            || self.fault.is_some()
+            || self.live.as_ref().is_some_and(|l| l.could_apply())
     }
 
     /// The policy stages, in order; the first that answers ends the request.
     pub async fn apply(&self, req: &RequestView<'_>) -> Result<(), ProxyError> {
-        let _ = req;
+        // A live override replaces the route's own fault while active.
+        if let Some((delay, abort)) = self.live.as_ref().and_then(|l| l.current()) {
+            fault::inject(delay, abort, &self.fault_counters).await?;
+        } else if let Some(fault) = &self.fault {
+            fault.apply(req, &self.fault_counters).await?;
+        }
         if let Some(rl) = &self.rate_limit {
             rl.check()?;
         }
@@ -74,8 +117,11 @@ impl Policies {
     }
 
     /// Visits every counter of this route's policies, by its name below
-    /// `route.<listener>.<route>.` (e.g. `fault.aborted`).
+    /// `route.<listener>.<route>.` (e.g. `fault.aborted`). The fault
+    /// counters show where a fault is configured or has been injected.
     pub fn counters(&self, visit: &mut dyn FnMut(&'static str, u64)) {
-        let _ = visit;
+        if self.fault.is_some() || self.fault_counters.any() {
+            self.fault_counters.visit(visit);
+        }
     }
 }

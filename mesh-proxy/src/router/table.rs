@@ -185,6 +185,19 @@ impl RouteTable {
         Ok(Self { routes })
     }
 
+    pub fn routes(&self) -> &[Route] {
+        &self.routes
+    }
+
+    /// Lets the live fault overrides of `registry` apply to every route,
+    /// each by its id (`<listener>/<route name>`).
+    pub fn attach_fault_overrides(&mut self, registry: &Arc<crate::policy::FaultOverrides>) {
+        for route in &mut self.routes {
+            let id = Arc::clone(&route.name.id);
+            route.policies.attach_fault_overrides(registry, id);
+        }
+    }
+
     pub fn find(
         &self,
         host: &str,

@@ -184,6 +184,24 @@ impl Ctx<'_> {
         Some(name.to_owned())
     }
 
+    /// A SPIFFE ID pattern (`*` one segment, a last `**` the rest), as
+    /// `tls.allow` takes them.
+    pub fn spiffe_pattern(&mut self, path: &str, text: &str) -> Option<mesh_ca::SpiffePattern> {
+        self.check(path, values::spiffe_pattern(text))
+    }
+
+    /// A header to match or add: a valid name and value.
+    pub fn header(
+        &mut self,
+        path: &str,
+        name: &str,
+        value: &Scalar,
+    ) -> Option<(http::HeaderName, http::HeaderValue)> {
+        let name = self.check(path, values::header_name(name));
+        let value = self.check(path, values::header_value(value.as_str()));
+        Some((name?, value?))
+    }
+
     /// A count key that must be at least `min`.
     pub fn at_least(
         &mut self,
