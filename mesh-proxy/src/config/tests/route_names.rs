@@ -80,7 +80,8 @@ fn the_same_route_name_in_two_listeners_is_fine() {
 
 #[test]
 fn route_names_are_letters_digits_dash_underscore_dot() {
-    for bad in ["\"a/b\"", "\"a b\"", "\"\"", "\"é\"", "\"a=b\""] {
+    // Digits alone would take an unnamed route's `<listener>/<index>`.
+    for bad in ["\"a/b\"", "\"a b\"", "\"\"", "\"é\"", "\"a=b\"", "\"3\""] {
         let yaml = edge(&[&format!("{{name: {bad}, cluster: app}}")]);
         assert_error(
             &yaml,

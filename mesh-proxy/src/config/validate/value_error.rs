@@ -55,7 +55,7 @@ pub(crate) enum ValueError {
     )]
     Name { text: String },
     #[error(
-        "invalid route name \"{text}\": use letters, digits, '-', '_' and '.' (names appear in metric names and in route=<listener>/<name>)"
+        "invalid route name \"{text}\": use letters, digits, '-', '_' and '.', not digits alone (names appear in metric names and in route=<listener>/<name>; an unnamed route is <listener>/<index>)"
     )]
     RouteName { text: String },
     #[error("invalid SPIFFE ID \"{text}\": {why}")]

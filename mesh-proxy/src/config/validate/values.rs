@@ -140,7 +140,9 @@ pub(super) fn name(text: &str) -> Result<(), ValueError> {
 
 /// Route names appear in dotted metric names and in `route=<listener>/<name>`.
 pub(super) fn route_name(text: &str) -> Result<(), ValueError> {
+    // Digits alone would be an unnamed route's `<listener>/<index>`.
     let ok = !text.is_empty()
+        && !text.bytes().all(|b| b.is_ascii_digit())
         && text
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
