@@ -23,6 +23,21 @@ pub use guarded::Guarded;
 pub(crate) use idle::IdleTimer;
 pub use replay::{REPLAY_LIMIT, ReplayBody, ReplaySource};
 
+/// About 30 years: a deadline "never" that tokio's timer still handles.
+const FAR: std::time::Duration = std::time::Duration::from_secs(86_400 * 365 * 30);
+
+/// `from` plus about 30 years, for a timeout too long for the clock.
+pub(crate) fn far_future(from: tokio::time::Instant) -> tokio::time::Instant {
+    from.checked_add(FAR).unwrap_or(from)
+}
+
+/// `timeout` from now; a timeout too long for the clock (a config may say
+/// `300000000000y`) is far in the future instead of a panic.
+pub(crate) fn deadline_after(timeout: std::time::Duration) -> tokio::time::Instant {
+    let now = tokio::time::Instant::now();
+    now.checked_add(timeout).unwrap_or_else(|| far_future(now))
+}
+
 /// Why a downstream body stopped before its end.
 /// The classification of a [`BodyError`], kept where the error itself
 /// cannot be (it is consumed by hyper).

@@ -4,7 +4,8 @@
 use std::time::Duration;
 
 use mesh_tests::{
-    ConfigBuilder, JsonExt, LedgerUpstream, ProxyProcess, curl, free_port, route_prefix,
+    ConfigBuilder, JsonExt, LedgerUpstream, ProxyProcess, curl, curl_status, free_port,
+    route_prefix,
 };
 use serde_json::json;
 
@@ -344,4 +345,37 @@ async fn dns_cluster_resolves_names_and_unresolvable_ones_answer_503_uh() {
         "{}",
         out.stdout
     );
+}
+
+/// A route timeout longer than the clock can count (a config may say
+/// `300000000000y`, and it validates) is "never", not a panic: the route
+/// and a proxied one with a huge stream idle timeout still answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timeout_too_long_for_the_clock_is_never_not_a_panic() {
+    let ledger = LedgerUpstream::start().await.expect("ledger");
+    let port = free_port();
+    let cfg = ConfigBuilder::new()
+        .http_listener(
+            "main",
+            port,
+            vec![
+                json!({"match": {"prefix": "/direct"}, "direct_response": {"status": 200, "body": "ok"}, "timeout": "300000000000y"}),
+                route_prefix("/", "up").with("timeout", "0"),
+            ],
+        )
+        .cluster("up", &[ledger.addr()])
+        .set("limits", json!({"stream_idle_timeout": "300000000000y", "body_idle_timeout": "300000000000y"}));
+    let _proxy = start(&cfg, port).await;
+    for (path, body) in [
+        ("/direct", None),
+        ("/proxied", Some("a body")),
+        ("/direct", None),
+    ] {
+        let mut extra = vec![];
+        if let Some(b) = body {
+            extra.extend(["--data-binary", b]);
+        }
+        let (status, _) = curl_status(&url(port, path), &extra).await.expect("curl");
+        assert_eq!(status, 200, "{path}");
+    }
 }

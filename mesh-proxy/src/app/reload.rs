@@ -90,8 +90,31 @@ async fn apply(rt: &Runtime, new: Config) -> Result<(), AppError> {
     // Everything that can fail happens here, before anything changes.
     let plan = prepare(rt, &running, &new).await?;
     commit(rt, &mut running, plan, &new);
+    rt.faults.retain(|id| same_route(&old, &new, id));
     rt.publish(Arc::new(new), &running);
     Ok(())
+}
+
+/// Whether route `id` still names the route it named before the reload: a
+/// named route is its name; an unnamed one (`<listener>/<index>`) is only
+/// the same route while its match is unchanged, so that a route inserted
+/// before it cannot inherit its live fault override.
+pub(super) fn same_route(old: &Config, new: &Config, id: &str) -> bool {
+    fn find<'c>(c: &'c Config, id: &str) -> Option<&'c crate::config::RouteSpec> {
+        c.listeners.iter().find_map(|l| match &l.kind {
+            ListenerKind::Http { routes } => routes.iter().find(|r| r.id == id),
+            ListenerKind::Tcp { .. } => None,
+        })
+    }
+    match (find(old, id), find(new, id)) {
+        (Some(before), Some(after)) => {
+            let named = after.name != after.id;
+            named
+                || serde_json::to_value(&before.matcher).ok()
+                    == serde_json::to_value(&after.matcher).ok()
+        }
+        _ => false,
+    }
 }
 
 fn shared(rt: &Runtime) -> Shared<'_> {

@@ -89,3 +89,42 @@ async fn an_invalid_file_counts_as_a_failed_reload() {
     assert_eq!(rt.reloads.failed.load(Ordering::Relaxed), 1);
     assert_eq!(cluster_names(&rt), ["a"]);
 }
+
+fn routes_config(routes: &str) -> Config {
+    let yaml = format!(
+        "node: {{ name: unit }}\nlisteners:\n  - name: edge\n    address: 127.0.0.1:0\n    routes:\n{routes}clusters:\n  - name: a\n    endpoints: [127.0.0.1:1]\n"
+    );
+    match crate::config::load_str(&yaml, "unit.yaml", Path::new(".")) {
+        Ok(cfg) => cfg,
+        Err(e) => panic!("test config: {e}"),
+    }
+}
+
+/// A live fault override follows its route across a reload: a named route
+/// by its name, an unnamed one only while `<listener>/<index>` still
+/// matches what it matched; a route inserted before it must not inherit it.
+#[test]
+fn an_override_survives_a_reload_only_on_the_same_route() {
+    use super::reload::same_route;
+    let before = routes_config(
+        "      - { match: { prefix: /pay }, cluster: a }\n      - { name: live, match: { prefix: /live }, cluster: a }\n",
+    );
+    let inserted = routes_config(
+        "      - { match: { prefix: /admin }, cluster: a }\n      - { match: { prefix: /pay }, cluster: a }\n      - { name: live, match: { prefix: /x }, cluster: a }\n",
+    );
+    assert!(same_route(&before, &before, "edge/0"));
+    assert!(
+        !same_route(&before, &inserted, "edge/0"),
+        "edge/0 is now /admin"
+    );
+    assert!(
+        same_route(&before, &inserted, "edge/live"),
+        "a named route keeps its name"
+    );
+    assert!(!same_route(&before, &inserted, "edge/9"), "no such route");
+    let gone = routes_config("      - { match: { prefix: /pay }, cluster: a }\n");
+    assert!(
+        !same_route(&before, &gone, "edge/live"),
+        "a removed route loses its override"
+    );
+}

@@ -34,6 +34,12 @@ impl IdleTimer {
         self.timeout
     }
 
+    /// When the timeout runs out without another frame (far in the future
+    /// for a timeout too long for the clock).
+    fn deadline(&self) -> Instant {
+        deadline_after(self.last_data, self.timeout)
+    }
+
     /// A frame arrived.
     pub(crate) fn touch(&mut self) {
         self.last_data = Instant::now();
@@ -42,19 +48,26 @@ impl IdleTimer {
     /// For a body whose inner body is pending: ready once no frame came
     /// for the timeout, else registers the wake-up for when it would be.
     pub(crate) fn poll_expired(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        let deadline = self.last_data + self.timeout;
+        let first = self.deadline();
         let sleep = self
             .sleep
-            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(first)));
         loop {
             ready!(sleep.as_mut().poll(cx));
-            let deadline = self.last_data + self.timeout;
+            let deadline = deadline_after(self.last_data, self.timeout);
             if deadline <= Instant::now() {
                 return Poll::Ready(());
             }
             sleep.as_mut().reset(deadline);
         }
     }
+}
+
+/// `timeout` after `from` (far in the future for a timeout too long for the
+/// clock).
+fn deadline_after(from: Instant, timeout: std::time::Duration) -> Instant {
+    from.checked_add(timeout)
+        .unwrap_or_else(|| super::far_future(from))
 }
 
 #[cfg(test)]

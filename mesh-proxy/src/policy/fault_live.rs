@@ -54,8 +54,17 @@ pub struct FaultOverrides {
     /// while it is 0).
     active: AtomicUsize,
     current: ArcSwap<Table>,
-    /// Serializes writers; holds the last generation handed out.
-    write: Mutex<u64>,
+    /// Serializes writers.
+    write: Mutex<Writer>,
+}
+
+/// What only writers touch: the last generation handed out, and each
+/// override's expiry timer (replacing or clearing an override stops its
+/// timer, so installs cannot pile up sleeping tasks).
+#[derive(Debug, Default)]
+struct Writer {
+    generation: u64,
+    timers: HashMap<Arc<str>, tokio::task::AbortHandle>,
 }
 
 impl FaultOverrides {
@@ -69,41 +78,64 @@ impl FaultOverrides {
         ttl: Duration,
     ) -> Override {
         let route: Arc<str> = Arc::from(route);
-        let installed = self.update(|table, generation| {
+        let registry: Weak<Self> = Arc::downgrade(self);
+        let installed = self.update(|table, writer| {
+            writer.generation += 1;
             let o = Override {
                 delay,
                 abort,
-                expires: Instant::now() + ttl,
-                generation,
+                expires: crate::body::deadline_after(ttl),
+                generation: writer.generation,
             };
             table.insert(Arc::clone(&route), o.clone());
+            let timer = tokio::spawn(expire(
+                registry,
+                Arc::clone(&route),
+                o.expires,
+                o.generation,
+            ));
+            if let Some(old) = writer
+                .timers
+                .insert(Arc::clone(&route), timer.abort_handle())
+            {
+                old.abort();
+            }
             o
         });
         tracing::info!(%route, ?ttl, ?delay, ?abort, "fault override installed");
-        let registry: Weak<Self> = Arc::downgrade(self);
-        let (expires, generation) = (installed.expires, installed.generation);
-        tokio::spawn(async move {
-            tokio::time::sleep_until(expires).await;
-            if let Some(registry) = registry.upgrade() {
-                let removed = registry.update(|table, _| match table.get(&route) {
-                    Some(o) if o.generation == generation => table.remove(&route).is_some(),
-                    _ => false,
-                });
-                if removed {
-                    tracing::info!(%route, "fault override expired; the route's own config applies again");
-                }
-            }
-        });
         installed
     }
 
     /// Removes the override of `route`; whether there was one.
     pub fn clear(&self, route: &str) -> bool {
-        let removed = self.update(|table, _| table.remove(route).is_some());
+        let removed = self.update(|table, writer| {
+            if let Some(timer) = writer.timers.remove(route) {
+                timer.abort();
+            }
+            table.remove(route).is_some()
+        });
         if removed {
             tracing::info!(%route, "fault override cleared");
         }
         removed
+    }
+
+    /// Keeps only the overrides whose route id `keep` accepts (after a
+    /// reload: those whose route is still the one they were installed on).
+    pub(crate) fn retain(&self, keep: impl Fn(&str) -> bool) {
+        let dropped = self.update(|table, writer| {
+            let gone: Vec<Arc<str>> = table.keys().filter(|r| !keep(r)).cloned().collect();
+            for route in &gone {
+                table.remove(route);
+                if let Some(timer) = writer.timers.remove(route) {
+                    timer.abort();
+                }
+            }
+            gone
+        });
+        for route in dropped {
+            tracing::warn!(%route, "fault override dropped: the reload removed or moved its route (name a route to keep its overrides across reloads)");
+        }
     }
 
     /// The overrides not yet expired, by route id.
@@ -136,14 +168,37 @@ impl FaultOverrides {
     }
 
     /// Copies the table, changes the copy and publishes it.
-    fn update<T>(&self, change: impl FnOnce(&mut Table, u64) -> T) -> T {
-        let mut generation = self.write.lock().unwrap_or_else(|p| p.into_inner());
-        *generation += 1;
+    fn update<T>(&self, change: impl FnOnce(&mut Table, &mut Writer) -> T) -> T {
+        let mut writer = self.write.lock().unwrap_or_else(|p| p.into_inner());
         let mut table = Table::clone(&self.current.load());
-        let out = change(&mut table, *generation);
+        let out = change(&mut table, &mut writer);
         self.active.store(table.len(), Ordering::Relaxed);
         self.current.store(Arc::new(table));
         out
+    }
+}
+
+/// Removes the override `generation` of `route` when it expires (a later
+/// install on the route aborts this timer and starts its own).
+async fn expire(
+    registry: Weak<FaultOverrides>,
+    route: Arc<str>,
+    expires: Instant,
+    generation: u64,
+) {
+    tokio::time::sleep_until(expires).await;
+    let Some(registry) = registry.upgrade() else {
+        return;
+    };
+    let removed = registry.update(|table, writer| match table.get(&route) {
+        Some(o) if o.generation == generation => {
+            writer.timers.remove(&route);
+            table.remove(&route).is_some()
+        }
+        _ => false,
+    });
+    if removed {
+        tracing::info!(%route, "fault override expired; the route's own config applies again");
     }
 }
 
@@ -179,6 +234,40 @@ mod tests {
             grpc_status: None,
             percent: 100.0,
         })
+    }
+
+    /// Replacing or clearing an override stops its expiry timer: a local
+    /// caller looping on `POST /fault` cannot pile up sleeping tasks.
+    #[tokio::test(start_paused = true)]
+    async fn replaced_and_cleared_overrides_leave_no_timer_behind() {
+        let reg = Arc::new(FaultOverrides::default());
+        let metrics = tokio::runtime::Handle::current().metrics();
+        let base = metrics.num_alive_tasks();
+        // Aborted tasks are reaped when the scheduler runs: yield until
+        // the count is the expected one, at most 10,000 times.
+        let alive = |expected: usize| {
+            let metrics = metrics.clone();
+            async move {
+                for _ in 0..10_000 {
+                    if metrics.num_alive_tasks() - base == expected {
+                        break;
+                    }
+                    tokio::task::yield_now().await;
+                }
+                metrics.num_alive_tasks() - base
+            }
+        };
+        for _ in 0..200 {
+            reg.install("edge/live", None, abort(503), MAX_TTL);
+        }
+        reg.install("edge/other", None, abort(503), MAX_TTL);
+        assert_eq!(alive(2).await, 2, "one timer per route");
+        assert!(reg.clear("edge/live"));
+        assert_eq!(alive(1).await, 1);
+        reg.retain(|route| route != "edge/other");
+        assert_eq!(alive(0).await, 0);
+        assert_eq!(reg.list(), []);
+        assert!(!reg.is_any_active());
     }
 
     #[tokio::test(start_paused = true)]

@@ -6,7 +6,8 @@
 //! from the raw route), its runtime built once per route table (a field of
 //! [`Policies`]), and its line in [`Policies::apply`]. Each decides
 //! `Ok(())` (continue) or an `Err` that becomes the local reply. A policy
-//! that is not configured is a `None` and costs a branch.
+//! that is not configured is a `None` and costs a branch. Order: rate
+//! limit (shed load before anything else), then fault injection.
 
 pub(crate) mod fault;
 pub(crate) mod fault_live;
@@ -104,14 +105,16 @@ impl Policies {
 
     /// The policy stages, in order; the first that answers ends the request.
     pub async fn apply(&self, req: &RequestView<'_>) -> Result<(), ProxyError> {
+        // Shed load first: a request over the limit gets its 429 at once,
+        // never after sitting through an injected delay.
+        if let Some(rl) = &self.rate_limit {
+            rl.check()?;
+        }
         // A live override replaces the route's own fault while active.
         if let Some((delay, abort)) = self.live.as_ref().and_then(|l| l.current()) {
             fault::inject(delay, abort, &self.fault_counters).await?;
         } else if let Some(fault) = &self.fault {
             fault.apply(req, &self.fault_counters).await?;
-        }
-        if let Some(rl) = &self.rate_limit {
-            rl.check()?;
         }
         Ok(())
     }
@@ -123,5 +126,57 @@ impl Policies {
         if self.fault.is_some() || self.fault_counters.any() {
             self.fault_counters.visit(visit);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::router::ResponseFlag;
+
+    /// The rate limit comes before the fault: a request over the limit is
+    /// refused at once instead of first sleeping through the delay.
+    #[tokio::test(start_paused = true)]
+    async fn the_rate_limit_refuses_before_a_fault_delays() {
+        let spec = RoutePolicies {
+            rate_limit: Some(RateLimitSpec {
+                requests_per_second: 0.001,
+                burst: 1,
+            }),
+            fault: Some(fault::FaultSpec {
+                delay: Some(fault::FaultDelay {
+                    fixed: Duration::from_secs(1),
+                    percent: 100.0,
+                }),
+                abort: None,
+                from: Vec::new(),
+                headers: Vec::new(),
+            }),
+        };
+        let policies = Policies::build(&spec);
+        let headers = http::HeaderMap::new();
+        let view = RequestView {
+            method: &http::Method::GET,
+            path: "/",
+            headers: &headers,
+            peer: None,
+        };
+        let start = tokio::time::Instant::now();
+        assert!(policies.apply(&view).await.is_ok());
+        assert_eq!(
+            start.elapsed(),
+            Duration::from_secs(1),
+            "the first is delayed"
+        );
+        let second = tokio::time::Instant::now();
+        let refused = policies.apply(&view).await;
+        assert!(matches!(&refused, Err(e) if e.flag() == ResponseFlag::RateLimited));
+        assert_eq!(
+            second.elapsed(),
+            Duration::ZERO,
+            "refused without the delay"
+        );
     }
 }

@@ -18,7 +18,7 @@ pub struct RateLimiter {
     /// Nanoseconds one token takes to refill (at least 1).
     interval_ns: u64,
     /// `burst` tokens' worth of time: how far ahead of now `tat_ns` may run.
-    capacity_ns: u64,
+    capacity_ns: u128,
 }
 
 impl RateLimiter {
@@ -29,7 +29,7 @@ impl RateLimiter {
             origin: Instant::now(),
             tat_ns: AtomicU64::new(0),
             interval_ns,
-            capacity_ns: interval_ns.saturating_mul(u64::from(spec.burst)),
+            capacity_ns: u128::from(interval_ns) * u128::from(spec.burst),
         }
     }
 
@@ -38,8 +38,14 @@ impl RateLimiter {
         let now = u64::try_from(self.origin.elapsed().as_nanos()).unwrap_or(u64::MAX);
         let mut tat = self.tat_ns.load(Ordering::Relaxed);
         loop {
-            let next = tat.max(now).saturating_add(self.interval_ns);
-            if next - now > self.capacity_ns {
+            // Exact in u128: a `next` beyond the clock's range is a bucket
+            // that would refill only after ~584 years, so it is empty
+            // (saturating instead would pin `tat` and admit everything).
+            let next = u128::from(tat.max(now)) + u128::from(self.interval_ns);
+            let Ok(next) = u64::try_from(next) else {
+                return false;
+            };
+            if u128::from(next - now) > self.capacity_ns {
                 return false;
             }
             match self
@@ -112,6 +118,19 @@ mod tests {
             assert_eq!(passed, burst as usize, "burst {burst}");
             assert!(!l.try_acquire());
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn rates_too_slow_for_the_clock_still_refuse_once_the_burst_is_spent() {
+        // One token per ~3,000 years: the interval does not fit in u64 ns.
+        let glacial = limiter(1e-11, 2);
+        assert_eq!((0..6).filter(|_| glacial.try_acquire()).count(), 1);
+        let slow = limiter(1e-10, 2);
+        assert_eq!((0..6).filter(|_| slow.try_acquire()).count(), 1);
+        tokio::time::advance(Duration::from_secs(3600)).await;
+        assert!(!slow.try_acquire(), "an hour refills nothing at 1e-10/s");
+        let huge = limiter(0.01, u32::MAX);
+        assert!(huge.try_acquire());
     }
 
     #[tokio::test(start_paused = true)]

@@ -32,7 +32,6 @@ use std::sync::atomic::Ordering;
 use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
-use tokio::time::Instant;
 
 pub use classify::Classified;
 pub use context::{Downstream, HttpContext, HttpStats};
@@ -119,7 +118,7 @@ async fn proxy(
     }
     // The route timeout runs from here: policy delays count against it.
     let timeout = route.timeout.unwrap_or(ctx.limits.stream_idle_timeout);
-    let deadline = Instant::now() + timeout;
+    let deadline = crate::body::deadline_after(timeout);
     if route.policies.is_configured() {
         let view = RequestView {
             method: req.method(),
