@@ -107,6 +107,44 @@ fn entry(route: &str, o: &Override) -> Value {
     })
 }
 
+/// Why a `/fault` request was refused (400, with these words).
+#[derive(Debug, thiserror::Error)]
+enum BadRequest {
+    #[error("unknown parameter \"{key}\" (expected {expected})")]
+    UnknownParameter { key: String, expected: String },
+    #[error("route is missing (route=<listener>/<route name>)")]
+    NoRoute,
+    #[error("unknown route \"{route}\" (routes: {known})")]
+    UnknownRoute { route: String, known: String },
+    #[error("{key}: \"{text}\" is not a number")]
+    NotANumber { key: &'static str, text: String },
+    #[error("abort_status: \"{0}\" is not a status code")]
+    NotAStatus(String),
+    #[error("{key}: {source}")]
+    Value {
+        key: &'static str,
+        source: fault::FaultValueError,
+    },
+    #[error("delay_percent needs delay (a duration, as 200ms)")]
+    PercentWithoutDelay,
+    #[error("give abort_status and/or delay (abort_percent and delay_percent default to 100)")]
+    NothingToInject,
+    #[error("{key}: invalid duration \"{text}\": {source}")]
+    Duration {
+        key: &'static str,
+        text: String,
+        source: humantime::DurationError,
+    },
+    #[error("{key}: must be greater than 0")]
+    Zero { key: &'static str },
+    #[error("{key}: {text} is too long (at most {max})")]
+    TooLong {
+        key: &'static str,
+        text: String,
+        max: humantime::FormattedDuration,
+    },
+}
+
 const INSTALL_KEYS: &[&str] = &[
     "route",
     "abort_status",
@@ -120,16 +158,19 @@ fn install(
     faults: &Arc<FaultOverrides>,
     routes: &[String],
     query: Option<&str>,
-) -> Result<Value, String> {
+) -> Result<Value, BadRequest> {
     let q = params(query, INSTALL_KEYS)?;
     let route = route(&q, routes)?;
-    let percent = |key: &str| -> Result<f64, String> {
+    let percent = |key: &'static str| -> Result<f64, BadRequest> {
         match q.get(key) {
             None => Ok(100.0),
             Some(text) => text
                 .parse::<f64>()
-                .map_err(|_| format!("{key}: \"{text}\" is not a number"))
-                .and_then(|p| fault::share(p).map_err(|e| format!("{key}: {e}"))),
+                .map_err(|_| BadRequest::NotANumber {
+                    key,
+                    text: text.clone(),
+                })
+                .and_then(|p| fault::share(p).map_err(|source| BadRequest::Value { key, source })),
         }
     };
     let abort = match (q.get("abort_status"), q.contains_key("abort_percent")) {
@@ -139,9 +180,12 @@ fn install(
                 None => StatusCode::SERVICE_UNAVAILABLE,
                 Some(s) => s
                     .parse::<u32>()
-                    .map_err(|_| format!("abort_status: \"{s}\" is not a status code"))
+                    .map_err(|_| BadRequest::NotAStatus(s.clone()))
                     .and_then(|c| {
-                        fault::abort_status(c).map_err(|e| format!("abort_status: {e}"))
+                        fault::abort_status(c).map_err(|source| BadRequest::Value {
+                            key: "abort_status",
+                            source,
+                        })
                     })?,
             },
             grpc_status: None,
@@ -150,17 +194,14 @@ fn install(
     };
     let delay = match (q.get("delay"), q.contains_key("delay_percent")) {
         (None, false) => None,
-        (None, true) => return Err("delay_percent needs delay (a duration, as 200ms)".into()),
+        (None, true) => return Err(BadRequest::PercentWithoutDelay),
         (Some(d), _) => Some(FaultDelay {
             fixed: duration("delay", d, Duration::from_secs(3600))?,
             percent: percent("delay_percent")?,
         }),
     };
     if abort.is_none() && delay.is_none() {
-        return Err(
-            "give abort_status and/or delay (abort_percent and delay_percent default to 100)"
-                .into(),
-        );
+        return Err(BadRequest::NothingToInject);
     }
     let ttl = match q.get("ttl") {
         None => DEFAULT_TTL,
@@ -170,21 +211,25 @@ fn install(
     Ok(entry(route, &installed))
 }
 
-fn clear(faults: &FaultOverrides, routes: &[String], query: Option<&str>) -> Result<Value, String> {
+fn clear(
+    faults: &FaultOverrides,
+    routes: &[String],
+    query: Option<&str>,
+) -> Result<Value, BadRequest> {
     let q = params(query, &["route"])?;
     let route = route(&q, routes)?;
     Ok(json!({ "route": route, "cleared": faults.clear(route) }))
 }
 
 /// The query's parameters (decoded), refusing names not in `known`.
-fn params(query: Option<&str>, known: &[&str]) -> Result<HashMap<String, String>, String> {
+fn params(query: Option<&str>, known: &[&str]) -> Result<HashMap<String, String>, BadRequest> {
     let mut out = HashMap::new();
     for (key, value) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
         if !known.contains(&key.as_ref()) {
-            return Err(format!(
-                "unknown parameter \"{key}\" (expected {})",
-                known.join(", ")
-            ));
+            return Err(BadRequest::UnknownParameter {
+                key: key.into_owned(),
+                expected: known.join(", "),
+            });
         }
         out.insert(key.into_owned(), value.into_owned());
     }
@@ -192,10 +237,8 @@ fn params(query: Option<&str>, known: &[&str]) -> Result<HashMap<String, String>
 }
 
 /// The `route` parameter: the id of a route some listener has now.
-fn route<'a>(q: &'a HashMap<String, String>, routes: &[String]) -> Result<&'a str, String> {
-    let route = q
-        .get("route")
-        .ok_or("route is missing (route=<listener>/<route name>)")?;
+fn route<'a>(q: &'a HashMap<String, String>, routes: &[String]) -> Result<&'a str, BadRequest> {
+    let route = q.get("route").ok_or(BadRequest::NoRoute)?;
     if routes.iter().any(|r| r == route) {
         return Ok(route);
     }
@@ -205,28 +248,33 @@ fn route<'a>(q: &'a HashMap<String, String>, routes: &[String]) -> Result<&'a st
     } else {
         ""
     };
-    Err(format!(
-        "unknown route \"{route}\" (routes: {}{more})",
-        if shown.is_empty() {
-            "none".to_owned()
-        } else {
-            shown.join(", ")
-        }
-    ))
+    let known = if shown.is_empty() {
+        "none".to_owned()
+    } else {
+        format!("{}{more}", shown.join(", "))
+    };
+    Err(BadRequest::UnknownRoute {
+        route: route.clone(),
+        known,
+    })
 }
 
 /// A positive duration (`200ms`, `1m`) no longer than `max`.
-fn duration(key: &str, text: &str, max: Duration) -> Result<Duration, String> {
-    let d = humantime::parse_duration(text)
-        .map_err(|e| format!("{key}: invalid duration \"{text}\": {e}"))?;
+fn duration(key: &'static str, text: &str, max: Duration) -> Result<Duration, BadRequest> {
+    let d = humantime::parse_duration(text).map_err(|source| BadRequest::Duration {
+        key,
+        text: text.to_owned(),
+        source,
+    })?;
     if d.is_zero() {
-        return Err(format!("{key}: must be greater than 0"));
+        return Err(BadRequest::Zero { key });
     }
     if d > max {
-        return Err(format!(
-            "{key}: {text} is too long (at most {})",
-            humantime::format_duration(max)
-        ));
+        return Err(BadRequest::TooLong {
+            key,
+            text: text.to_owned(),
+            max: humantime::format_duration(max),
+        });
     }
     Ok(d)
 }

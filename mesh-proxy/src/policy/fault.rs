@@ -155,9 +155,7 @@ fn abort(cx: &mut Ctx<'_>, at: &str, raw: AbortConfig) -> Option<FaultAbort> {
         code => Some(code.and_then(|c| u8::try_from(c).ok())),
     };
     let status = match (raw.status, raw.grpc_status) {
-        (Some(code), _) => abort_status(code)
-            .map_err(|e| cx.error(&join(at, "status"), e))
-            .ok(),
+        (Some(code), _) => cx.check(&join(at, "status"), abort_status(code)),
         // Only gRPC callers were thought of: HTTP callers get 503.
         (None, Some(_)) => Some(StatusCode::SERVICE_UNAVAILABLE),
         (None, None) => {
@@ -172,33 +170,39 @@ fn abort(cx: &mut Ctx<'_>, at: &str, raw: AbortConfig) -> Option<FaultAbort> {
     })
 }
 
+/// A fault value out of its range (shared by the config and the admin's
+/// live overrides).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub(crate) enum FaultValueError {
+    #[error("invalid status {0}: an abort answers with an error status, 400-599")]
+    Status(u32),
+    #[error("{0} is invalid: expected 0 to 100 (fractions allowed, as 0.5)")]
+    Percent(f64),
+}
+
 /// A status an injected abort may answer: a client or server error.
-pub(crate) fn abort_status(code: u32) -> Result<StatusCode, String> {
+pub(crate) fn abort_status(code: u32) -> Result<StatusCode, FaultValueError> {
     u16::try_from(code)
         .ok()
         .filter(|c| (400..=599).contains(c))
         .and_then(|c| StatusCode::from_u16(c).ok())
-        .ok_or_else(|| {
-            format!("invalid status {code}: an abort answers with an error status, 400-599")
-        })
+        .ok_or(FaultValueError::Status(code))
 }
 
 /// `<at>.percent`: 0–100, fractions allowed; 100 when absent.
 fn percent(cx: &mut Ctx<'_>, at: &str, value: Option<f64>) -> Option<f64> {
     match value {
         None => Some(ALL),
-        Some(p) => share(p).map_err(|e| cx.error(&join(at, "percent"), e)).ok(),
+        Some(p) => cx.check(&join(at, "percent"), share(p)),
     }
 }
 
 /// A share of the requests in percent: 0–100, fractions allowed.
-pub(crate) fn share(percent: f64) -> Result<f64, String> {
+pub(crate) fn share(percent: f64) -> Result<f64, FaultValueError> {
     if (0.0..=ALL).contains(&percent) {
         Ok(percent)
     } else {
-        Err(format!(
-            "{percent} is invalid: expected 0 to 100 (fractions allowed, as 0.5)"
-        ))
+        Err(FaultValueError::Percent(percent))
     }
 }
 
