@@ -62,6 +62,7 @@ pub(crate) struct ListenerConfig {
     pub cluster: Option<String>,
     pub limits: Option<LimitsConfig>,
     pub trust_forwarded: Option<bool>,
+    pub authz: Option<crate::policy::authz::AuthzConfig>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -86,6 +87,7 @@ pub(crate) struct RouteConfig {
     pub response_headers: Option<HeadersConfig>,
     pub rate_limit: Option<RateLimitConfig>,
     pub fault: Option<crate::policy::fault::FaultConfig>,
+    pub authz: Option<crate::policy::authz::AuthzConfig>,
 }
 
 #[derive(Debug, Deserialize)]

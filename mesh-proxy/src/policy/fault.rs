@@ -298,7 +298,7 @@ pub(crate) async fn inject(
         return Err(ProxyError::Policy(PolicyReply {
             status: a.status,
             flag: ResponseFlag::FaultInjected,
-            message: "fault injected: abort\n",
+            message: "fault injected: abort\n".into(),
         }));
     }
     Ok(())

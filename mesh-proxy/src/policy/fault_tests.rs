@@ -166,12 +166,19 @@ fn policies(spec: FaultSpec) -> Policies {
 
 fn counters(p: &Policies) -> Vec<(&'static str, u64)> {
     let mut out = Vec::new();
-    p.counters(&mut |name, v| out.push((name, v)));
+    p.counters(&mut |name, v| {
+        let name = ["fault.aborted", "fault.delayed"]
+            .into_iter()
+            .find(|known| *known == name)
+            .unwrap_or_else(|| panic!("unexpected counter {name}"));
+        out.push((name, v));
+    });
     out
 }
 
 fn view<'a>(headers: &'a HeaderMap, peer: Option<&'a SpiffeId>) -> RequestView<'a> {
     RequestView {
+        route: "test",
         method: &Method::GET,
         path: "/",
         headers,

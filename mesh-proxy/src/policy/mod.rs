@@ -9,6 +9,7 @@
 //! that is not configured is a `None` and costs a branch. Order: rate
 //! limit (shed load before anything else), then fault injection.
 
+pub(crate) mod authz;
 pub(crate) mod fault;
 pub(crate) mod fault_live;
 pub(crate) mod rate_limit;
@@ -25,6 +26,9 @@ pub(crate) use fault_live::FaultOverrides;
 /// serialized flattened into the route for `/config_dump`).
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct RoutePolicies {
+    /// The route's own `authz:`, else its listener's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub authz: Option<authz::AuthzSpec>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rate_limit: Option<RateLimitSpec>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -33,8 +37,18 @@ pub struct RoutePolicies {
 
 impl RoutePolicies {
     /// Takes each policy's keys out of the raw route and validates them.
-    pub(crate) fn validate(cx: &mut Ctx<'_>, at: &str, raw: &mut RouteConfig) -> Self {
+    pub(crate) fn validate(
+        cx: &mut Ctx<'_>,
+        at: &str,
+        raw: &mut RouteConfig,
+        listener: &ListenerPolicies,
+    ) -> Self {
+        let inherited = listener.authz.as_ref();
         Self {
+            authz: match raw.authz.take() {
+                Some(r) => authz::validate(cx, &join(at, "authz"), r, inherited),
+                None => inherited.cloned(),
+            },
             rate_limit: raw
                 .rate_limit
                 .take()
@@ -44,6 +58,36 @@ impl RoutePolicies {
                 .take()
                 .and_then(|f| fault::validate(cx, &join(at, "fault"), f)),
         }
+    }
+}
+
+/// The listener-level policies its routes inherit (today: `authz`).
+#[derive(Debug, Clone, Default)]
+pub struct ListenerPolicies {
+    pub authz: Option<authz::AuthzSpec>,
+}
+
+impl ListenerPolicies {
+    /// Takes the listener's policy keys out of its raw config. A `tcp`
+    /// listener can only judge the caller, and a listener without mutual
+    /// TLS knows no caller identity: rules that could never be enforced
+    /// there are errors.
+    pub(crate) fn validate(
+        cx: &mut Ctx<'_>,
+        at: &str,
+        raw: &mut crate::config::raw::ListenerConfig,
+        is_tcp: bool,
+        tls: Option<&crate::config::DownstreamTlsSpec>,
+    ) -> Self {
+        let Some(raw_authz) = raw.authz.take() else {
+            return Self::default();
+        };
+        let at = join(at, "authz");
+        let authz = authz::validate(cx, &at, raw_authz, None);
+        if let Some(spec) = &authz {
+            authz::check_enforceable(cx, &at, spec, is_tcp, tls);
+        }
+        Self { authz }
     }
 }
 
@@ -66,11 +110,14 @@ pub struct RequestView<'a> {
     pub headers: &'a http::HeaderMap,
     /// The caller's SPIFFE ID on a mutual TLS listener.
     pub peer: Option<&'a mesh_ca::SpiffeId>,
+    /// The route's name, as logged.
+    pub route: &'a str,
 }
 
 /// The runtime of one route's policies, built with its route table.
 #[derive(Debug, Default)]
 pub struct Policies {
+    authz: Option<authz::Authz>,
     rate_limit: Option<rate_limit::RateLimit>,
     fault: Option<fault::Fault>,
     /// Live overrides (admin `POST /fault`) of this route, once attached.
@@ -82,6 +129,7 @@ pub struct Policies {
 impl Policies {
     pub fn build(spec: &RoutePolicies) -> Self {
         Self {
+            authz: spec.authz.clone().map(authz::Authz::new),
             rate_limit: spec.rate_limit.map(rate_limit::RateLimit::new),
             fault: spec.fault.clone().map(fault::Fault::new),
             live: None,
@@ -98,13 +146,19 @@ impl Policies {
     /// Whether any policy is configured on the route, or a live override
     /// could apply (else the stages are skipped whole).
     pub fn is_configured(&self) -> bool {
-        self.rate_limit.is_some()
+        self.authz.is_some()
+            || self.rate_limit.is_some()
             || self.fault.is_some()
             || self.live.as_ref().is_some_and(|l| l.could_apply())
     }
 
     /// The policy stages, in order; the first that answers ends the request.
     pub async fn apply(&self, req: &RequestView<'_>) -> Result<(), ProxyError> {
+        // Who may ask what comes first: a denied caller uses none of the
+        // route's rate-limit tokens and meets none of its faults.
+        if let Some(authz) = &self.authz {
+            authz.check(req, req.route)?;
+        }
         // Shed load first: a request over the limit gets its 429 at once,
         // never after sitting through an injected delay.
         if let Some(rl) = &self.rate_limit {
@@ -122,7 +176,10 @@ impl Policies {
     /// Visits every counter of this route's policies, by its name below
     /// `route.<listener>.<route>.` (e.g. `fault.aborted`). The fault
     /// counters show where a fault is configured or has been injected.
-    pub fn counters(&self, visit: &mut dyn FnMut(&'static str, u64)) {
+    pub fn counters(&self, visit: &mut dyn FnMut(&str, u64)) {
+        if let Some(authz) = &self.authz {
+            authz.counters(visit);
+        }
         if self.fault.is_some() || self.fault_counters.any() {
             self.fault_counters.visit(visit);
         }
@@ -141,6 +198,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn the_rate_limit_refuses_before_a_fault_delays() {
         let spec = RoutePolicies {
+            authz: None,
             rate_limit: Some(RateLimitSpec {
                 requests_per_second: 0.001,
                 burst: 1,
@@ -158,6 +216,7 @@ mod tests {
         let policies = Policies::build(&spec);
         let headers = http::HeaderMap::new();
         let view = RequestView {
+            route: "test",
             method: &http::Method::GET,
             path: "/",
             headers: &headers,

@@ -125,6 +125,7 @@ async fn proxy(
             path: &route_path,
             headers: req.headers(),
             peer: down.admission.as_ref().and_then(|a| a.peer()),
+            route: &route.name.name,
         };
         let applied = tokio::time::timeout_at(deadline, route.policies.apply(&view)).await;
         applied.map_err(|_| ProxyError::Timeout(timeout))??;

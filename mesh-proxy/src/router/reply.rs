@@ -58,7 +58,8 @@ pub enum ProxyError {
 pub struct PolicyReply {
     pub status: StatusCode,
     pub flag: ResponseFlag,
-    pub message: &'static str,
+    /// One line; may name the caller and what it asked (never config).
+    pub message: std::borrow::Cow<'static, str>,
 }
 
 impl ProxyError {
@@ -126,12 +127,12 @@ impl ProxyError {
     }
 
     /// The one-line body of the local reply.
-    fn message(&self) -> &'static str {
+    fn message(&self) -> std::borrow::Cow<'static, str> {
         use ResponseFlag as F;
         if let ProxyError::Policy(p) = self {
-            return p.message;
+            return p.message.clone();
         }
-        match self.flag() {
+        std::borrow::Cow::Borrowed(match self.flag() {
             F::NoRoute => "no route matched the request\n",
             F::NoHealthyUpstream => "no healthy upstream\n",
             F::UpstreamConnectFailure => "upstream connect failure\n",
@@ -150,7 +151,7 @@ impl ProxyError {
                 StatusCode::REQUEST_TIMEOUT => "request body timeout\n",
                 _ => "bad request\n",
             },
-        }
+        })
     }
 
     /// Whether the downstream connection must close after this reply: the
@@ -181,9 +182,13 @@ impl ProxyError {
 pub fn local_reply(
     status: StatusCode,
     flag: ResponseFlag,
-    message: &'static str,
+    message: std::borrow::Cow<'static, str>,
 ) -> Response<ResponseBody> {
-    let mut resp = Response::new(ResponseBody::local(Bytes::from_static(message.as_bytes())));
+    let body = match message {
+        std::borrow::Cow::Borrowed(m) => Bytes::from_static(m.as_bytes()),
+        std::borrow::Cow::Owned(m) => Bytes::from(m),
+    };
+    let mut resp = Response::new(ResponseBody::local(body));
     *resp.status_mut() = status;
     let h = resp.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));

@@ -71,10 +71,12 @@ fn listener(
         .take()
         .and_then(|tls| downstream_tls(cx, &join(at, "tls"), tls, shared.has_identity));
     let limits = limits::limits(cx, &join(at, "limits"), raw.limits.as_ref(), shared.limits);
+    let policies =
+        crate::policy::ListenerPolicies::validate(cx, at, &mut raw, is_tcp, tls.as_ref());
     let kind = if is_tcp {
         tcp_kind(cx, at, &raw, shared)
     } else {
-        http_kind(cx, at, &mut raw, shared)
+        http_kind(cx, at, &mut raw, shared, &policies)
     };
     let trust_forwarded = raw
         .trust_forwarded
@@ -119,6 +121,7 @@ fn http_kind(
     at: &str,
     raw: &mut ListenerConfig,
     shared: &Shared<'_>,
+    policies: &crate::policy::ListenerPolicies,
 ) -> Option<ListenerKind> {
     if raw.cluster.is_some() {
         cx.error(
@@ -129,7 +132,14 @@ fn http_kind(
     let routes = match raw.routes.take() {
         Some(routes) if !routes.is_empty() => {
             let listener = raw.name.as_deref().unwrap_or_default();
-            route::routes(cx, &join(at, "routes"), listener, routes, shared.clusters)
+            route::routes(
+                cx,
+                &join(at, "routes"),
+                listener,
+                routes,
+                shared.clusters,
+                policies,
+            )
         }
         _ => {
             cx.error(

@@ -190,6 +190,11 @@ impl Ctx<'_> {
         self.check(path, values::spiffe_pattern(text))
     }
 
+    /// An HTTP method, as written.
+    pub fn method(&mut self, path: &str, text: &str) -> Option<http::Method> {
+        self.check(path, values::method(text))
+    }
+
     /// A header to match or add: a valid name and value.
     pub fn header(
         &mut self,

@@ -20,6 +20,7 @@ pub(super) fn routes(
     listener: &str,
     raw: Vec<RouteConfig>,
     clusters: &[String],
+    inherited: &crate::policy::ListenerPolicies,
 ) -> Vec<RouteSpec> {
     let mut seen: Vec<(usize, String)> = Vec::new();
     let mut out = Vec::with_capacity(raw.len());
@@ -34,7 +35,7 @@ pub(super) fn routes(
             Some(name) => (name.clone(), format!("{listener}/{name}")),
             None => (format!("{listener}/{i}"), format!("{listener}/{i}")),
         };
-        if let Some(spec) = route(cx, &at, r, clusters, name, id) {
+        if let Some(spec) = route(cx, &at, r, clusters, (name, id), inherited) {
             out.push(spec);
         }
     }
@@ -69,14 +70,14 @@ fn route(
     at: &str,
     mut raw: RouteConfig,
     clusters: &[String],
-    name: String,
-    id: String,
+    (name, id): (String, String),
+    inherited: &crate::policy::ListenerPolicies,
 ) -> Option<RouteSpec> {
     let matcher = match raw.matcher.take() {
         Some(m) => route_match(cx, &join(at, "match"), m),
         None => Some(RouteMatch::default()),
     };
-    let policies = crate::policy::RoutePolicies::validate(cx, at, &mut raw);
+    let policies = crate::policy::RoutePolicies::validate(cx, at, &mut raw, inherited);
     let action = action(cx, at, &raw, clusters);
     let timeout = cx.duration(at, "timeout", raw.timeout.as_ref(), DEFAULT_TIMEOUT);
     let retry = raw.retry.map(|r| retry::retry(cx, &join(at, "retry"), r));
