@@ -153,12 +153,15 @@ impl Policies {
     }
 
     /// The policy stages, in order; the first that answers ends the request.
-    pub async fn apply(&self, req: &RequestView<'_>) -> Result<(), ProxyError> {
+    /// `Ok` carries the authz rule that allowed the request (for logs and
+    /// spans), if any.
+    pub async fn apply(&self, req: &RequestView<'_>) -> Result<Option<Arc<str>>, ProxyError> {
         // Who may ask what comes first: a denied caller uses none of the
         // route's rate-limit tokens and meets none of its faults.
-        if let Some(authz) = &self.authz {
-            authz.check(req, req.route)?;
-        }
+        let rule = match &self.authz {
+            Some(authz) => authz.check(req, req.route)?.rule,
+            None => None,
+        };
         // Shed load first: a request over the limit gets its 429 at once,
         // never after sitting through an injected delay.
         if let Some(rl) = &self.rate_limit {
@@ -170,7 +173,7 @@ impl Policies {
         } else if let Some(fault) = &self.fault {
             fault.apply(req, &self.fault_counters).await?;
         }
-        Ok(())
+        Ok(rule)
     }
 
     /// Visits every counter of this route's policies, by its name below

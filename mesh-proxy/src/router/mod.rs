@@ -128,7 +128,10 @@ async fn proxy(
             route: &route.name.name,
         };
         let applied = tokio::time::timeout_at(deadline, route.policies.apply(&view)).await;
-        applied.map_err(|_| ProxyError::Timeout(timeout))??;
+        let authz_rule = applied.map_err(|_| ProxyError::Timeout(timeout))??;
+        if let Some(x) = obs.as_deref_mut() {
+            x.authz_rule = authz_rule;
+        }
     }
     drop(route_path);
     let cluster = match &route.action {

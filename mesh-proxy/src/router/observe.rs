@@ -48,6 +48,8 @@ pub struct Exchange {
     peer_identity: Option<String>,
     cx: Option<Context>,
     pub route: Option<Arc<RouteName>>,
+    /// The authz rule that allowed the request (`-` in logs when none did).
+    pub authz_rule: Option<Arc<str>>,
     pub cluster: Option<Arc<str>>,
     pub upstream: Option<SocketAddr>,
     pub upstream_ms: Option<u64>,
@@ -98,6 +100,7 @@ impl Observe {
             peer_identity,
             cx,
             route: None,
+            authz_rule: None,
             cluster: None,
             upstream: None,
             upstream_ms: None,
@@ -201,6 +204,9 @@ impl Exchange {
             if self.flag != "-" {
                 span.set_attribute(KeyValue::new("mesh.response_flags", self.flag));
             }
+            if let Some(rule) = &self.authz_rule {
+                span.set_attribute(KeyValue::new("mesh.authz.rule", rule.to_string()));
+            }
             if let Some(route) = &self.route {
                 span.set_attribute(KeyValue::new("mesh.route", route.name.to_string()));
                 span.set_attribute(KeyValue::new("http.route", route.pattern.to_string()));
@@ -245,6 +251,7 @@ impl Exchange {
                 downstream: self.downstream,
                 listener: self.listener,
                 route: self.route.map(|r| Arc::clone(&r.name)),
+                authz_rule: self.authz_rule,
                 attempts: self.attempts,
                 trace_id: trace,
                 peer_identity: self.peer_identity,

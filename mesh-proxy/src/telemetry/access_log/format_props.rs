@@ -51,6 +51,7 @@ fn record(wanted: &[HeaderName]) -> Record {
         downstream: "127.0.0.1:5555".parse().expect("addr"),
         listener: Arc::from("egress"),
         route: Some(Arc::from("egress/0")),
+        authz_rule: None,
         attempts: 1,
         trace_id: Some("4bf92f3577b34da6a3ce929d0e0e4736".to_owned()),
         peer_identity: Some("spiffe://mesh.test/web".to_owned()),

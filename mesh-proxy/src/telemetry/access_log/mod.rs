@@ -78,6 +78,8 @@ pub struct Record {
     pub downstream: SocketAddr,
     pub listener: Arc<str>,
     pub route: Option<Arc<str>>,
+    /// The authz rule that allowed the request, if one did.
+    pub authz_rule: Option<Arc<str>>,
     pub attempts: u32,
     pub trace_id: Option<String>,
     pub peer_identity: Option<String>,
@@ -337,6 +339,7 @@ mod tests {
             downstream: "127.0.0.1:5555".parse().expect("addr"),
             listener: Arc::from("main"),
             route: None,
+            authz_rule: None,
             attempts: 1,
             trace_id: None,
             peer_identity: None,
