@@ -35,6 +35,10 @@ const fn gauge(name: &'static str, help: &'static str) -> Family {
 /// Every family, in exposition order.
 pub(super) const FAMILIES: &[Family] = &[
     counter(
+        "authz_decisions",
+        "Authorization decisions per listener: allow (by rule, '-' for the default), deny, would_deny (audit mode).",
+    ),
+    counter(
         "http_downstream_rq",
         "Downstream requests answered, by status class.",
     ),

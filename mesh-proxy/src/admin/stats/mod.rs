@@ -75,7 +75,7 @@ impl Stats {
         for l in &rt.topology().listeners {
             if let Some(http) = &l.http {
                 out.listener(&l.name, &http.stats);
-                out.routes(&http.routes.load());
+                out.routes(&l.name, &http.routes.load());
             }
             if let Some(tls) = &l.tls {
                 let lab = || vec![("listener", l.name.clone())];
@@ -111,13 +111,38 @@ impl Stats {
     }
 
     /// `route.<listener>.<route>.<counter>`: the counters of every
-    /// route's policies (`fault.aborted`, …), dotted only.
-    fn routes(&mut self, table: &RouteTable) {
+    /// route's policies (`fault.aborted`, …), dotted only; the authz
+    /// decisions summed per listener (SPEC §7): `authz.<listener>.allowed.
+    /// <rule>`, `.denied`, `.would_deny`, and in Prometheus
+    /// `mesh_authz_decisions_total{listener,rule,decision}`.
+    fn routes(&mut self, listener: &str, table: &RouteTable) {
+        let mut authz: Vec<(String, u64)> = Vec::new();
         for route in table.routes() {
             let p = format!("{}.", route.name.stat_prefix());
             route.policies.counters(&mut |name, v| {
-                self.add(format!("{p}{name}"), None, Vec::new(), int(v));
+                if let Some(decision) = name.strip_prefix("authz.") {
+                    match authz.iter_mut().find(|(n, _)| n == decision) {
+                        Some((_, sum)) => *sum += v,
+                        None => authz.push((decision.to_owned(), v)),
+                    }
+                } else {
+                    self.add(format!("{p}{name}"), None, Vec::new(), int(v));
+                }
             });
+        }
+        for (decision, v) in authz {
+            let (label, rule) = match decision.split_once('.') {
+                Some(("allowed", rule)) => ("allow", rule.to_owned()),
+                _ if decision == "denied" => ("deny", "-".to_owned()),
+                _ => ("would_deny", "-".to_owned()),
+            };
+            let labels = vec![
+                ("listener", listener.to_owned()),
+                ("rule", rule),
+                ("decision", label.to_owned()),
+            ];
+            let name = format!("authz.{listener}.{decision}");
+            self.add(name, Some("authz_decisions"), labels, int(v));
         }
     }
 
