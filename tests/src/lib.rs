@@ -9,6 +9,7 @@ pub mod config;
 pub mod demo;
 pub mod fault;
 pub mod ledger;
+pub mod mtls;
 pub mod process;
 pub mod upgrade;
 mod wire;

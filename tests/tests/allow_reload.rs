@@ -5,20 +5,14 @@
 //! identity still listed keeps being served on its open connections.
 
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Empty};
-use hyper_util::rt::{TokioExecutor, TokioIo};
 use mesh_ca::testing::{TestCert, TestPki};
+use mesh_tests::mtls::{connect, get_h1, get_h2, h1, h2};
 use mesh_tests::{ConfigBuilder, LedgerUpstream, ProxyProcess, free_port, route_prefix};
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
 const TD: &str = "mesh.test";
@@ -26,9 +20,6 @@ const SERVER: &str = "spiffe://mesh.test/ns/default/sa/server";
 const WEB: &str = "spiffe://mesh.test/ns/default/sa/web";
 const API: &str = "spiffe://mesh.test/ns/default/sa/api";
 const DEADLINE: Duration = Duration::from_secs(10);
-
-type Http1 = hyper::client::conn::http1::SendRequest<Empty<Bytes>>;
-type Http2 = hyper::client::conn::http2::SendRequest<Empty<Bytes>>;
 
 /// The proxy's config: an mTLS HTTP listener and an mTLS TCP listener (to
 /// an echo server), both allowing `allow`.
@@ -94,90 +85,6 @@ async fn echo_server() -> std::net::SocketAddr {
         }
     });
     addr
-}
-
-/// A TLS connection to `port` presenting `cert`, offering `alpn`.
-async fn connect(port: u16, pki: &TestPki, cert: &TestCert, alpn: &[u8]) -> TlsStream<TcpStream> {
-    let mut roots = rustls::RootCertStore::empty();
-    for der in CertificateDer::pem_slice_iter(pki.bundle_pem().as_bytes()) {
-        roots.add(der.expect("bundle pem")).expect("root");
-    }
-    let chain: Vec<CertificateDer<'static>> =
-        CertificateDer::pem_slice_iter(cert.chain_pem.as_bytes())
-            .collect::<Result<_, _>>()
-            .expect("chain pem");
-    let key = PrivateKeyDer::from_pem_slice(cert.key_pem.as_bytes()).expect("key pem");
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .expect("versions")
-        .with_root_certificates(roots)
-        .with_client_auth_cert(chain, key)
-        .expect("client cert");
-    if !alpn.is_empty() {
-        config.alpn_protocols = vec![alpn.to_vec()];
-    }
-    let tcp = TcpStream::connect(("127.0.0.1", port))
-        .await
-        .expect("connect");
-    let name = ServerName::try_from("svc.mesh.test").expect("name");
-    TlsConnector::from(Arc::new(config))
-        .connect(name, tcp)
-        .await
-        .expect("mTLS handshake")
-}
-
-async fn h1(port: u16, pki: &TestPki, cert: &TestCert) -> Http1 {
-    let tls = connect(port, pki, cert, b"http/1.1").await;
-    let (tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
-        .await
-        .expect("h1 handshake");
-    tokio::spawn(conn);
-    tx
-}
-
-async fn h2(port: u16, pki: &TestPki, cert: &TestCert) -> Http2 {
-    let tls = connect(port, pki, cert, b"h2").await;
-    let (tx, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
-        .await
-        .expect("h2 handshake");
-    tokio::spawn(conn);
-    tx
-}
-
-/// Status and `x-mesh-error` of one GET.
-async fn get<F>(send: F) -> (u16, String)
-where
-    F: Future<Output = hyper::Result<hyper::Response<hyper::body::Incoming>>>,
-{
-    let resp = tokio::time::timeout(DEADLINE, send)
-        .await
-        .expect("response in time")
-        .expect("response on the open connection");
-    let status = resp.status().as_u16();
-    let flag = resp
-        .headers()
-        .get("x-mesh-error")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("-")
-        .to_owned();
-    let _ = resp.into_body().collect().await;
-    (status, flag)
-}
-
-fn request() -> hyper::Request<Empty<Bytes>> {
-    hyper::Request::get("https://svc.mesh.test/x")
-        .header("host", "svc.mesh.test")
-        .body(Empty::new())
-        .expect("request")
-}
-
-async fn get_h1(tx: &mut Http1) -> (u16, String) {
-    get(tx.send_request(request())).await
-}
-
-async fn get_h2(tx: &mut Http2) -> (u16, String) {
-    get(tx.send_request(request())).await
 }
 
 /// Sends `ping` through the tunnel; true when it came back.
