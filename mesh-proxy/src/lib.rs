@@ -17,6 +17,9 @@ pub(crate) mod health;
 pub mod identity;
 pub(crate) mod listener;
 pub(crate) mod policy;
+/// Authorization by identity (SPEC §7): the validated policy, its
+/// decision, and offline answers for `mesh-cli authz`.
+pub use policy::authz;
 pub mod resilience;
 pub mod router;
 pub mod telemetry;

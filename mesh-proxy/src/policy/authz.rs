@@ -442,6 +442,8 @@ impl AuditLog {
     }
 }
 
+pub mod offline;
+
 #[cfg(test)]
 #[path = "authz_tests.rs"]
 mod tests;

@@ -9,7 +9,7 @@
 //! that is not configured is a `None` and costs a branch. Order: rate
 //! limit (shed load before anything else), then fault injection.
 
-pub(crate) mod authz;
+pub mod authz;
 pub(crate) mod fault;
 pub(crate) mod fault_live;
 pub(crate) mod rate_limit;

@@ -105,10 +105,17 @@ impl std::ops::Deref for Route {
     }
 }
 
-impl Route {
-    fn matches(&self, host: &str, path: &str, method: &Method, headers: &HeaderMap) -> bool {
-        let m = &self.spec.matcher;
-        if let Some(h) = &m.host {
+impl crate::config::RouteMatch {
+    /// Whether a request matches: `host` lower case without port (empty
+    /// without one), `path` normalized and without `;parameters`.
+    pub(crate) fn matches(
+        &self,
+        host: &str,
+        path: &str,
+        method: &Method,
+        headers: &HeaderMap,
+    ) -> bool {
+        if let Some(h) = &self.host {
             let ok = match h {
                 HostMatch::Exact(e) => host == e,
                 HostMatch::Suffix(s) => host.len() > s.len() && host.ends_with(s.as_str()),
@@ -117,18 +124,21 @@ impl Route {
                 return false;
             }
         }
-        let path_ok = match &m.path {
+        let path_ok = match &self.path {
             PathMatch::Prefix(p) => path.starts_with(p.as_str()),
             PathMatch::Exact(p) => path == p,
             PathMatch::Regex(r) => r.is_match(path),
         };
         path_ok
-            && (m.methods.is_empty() || m.methods.contains(method))
-            && m.headers
+            && (self.methods.is_empty() || self.methods.contains(method))
+            && self
+                .headers
                 .iter()
                 .all(|(name, value)| headers.get_all(name).iter().any(|v| v == value))
     }
+}
 
+impl Route {
     /// The path to send upstream, from the normalized `path` whose
     /// `;parameter`-free view this route matched: `rewrite_prefix` replaces
     /// the matched prefix (prefix routes) or the whole path (exact routes).
@@ -207,7 +217,7 @@ impl RouteTable {
     ) -> Option<&Route> {
         self.routes
             .iter()
-            .find(|r| r.matches(host, path, method, headers))
+            .find(|r| r.spec.matcher.matches(host, path, method, headers))
     }
 }
 
