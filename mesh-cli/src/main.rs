@@ -1,12 +1,14 @@
 //! `mesh-cli`: the operator's tool. Certificate commands (`ca init`,
-//! `issue`, `token create`, `inspect`), `validate`, the operator's views of
+//! `issue`, `token create`, `inspect`), `validate`, `authz check`/`explain`
+//! (offline answers from a config), the operator's views of
 //! running proxies (`stat`, `wait`, `fault`), a small OTLP receiver (`traces`) and
 //! `up`, which runs a whole demo mesh as local processes.
 //!
 //! Every failure is printed as one sentence, `error: ...`, with exit code 1
-//! (`fault` exits 2 on bad input, as clap does on a bad argument).
+//! (`fault` and `authz` exit 2 on bad input, as clap does on a bad argument).
 
 mod admin;
+mod authz;
 mod certs;
 mod fault;
 mod inspect;
@@ -66,6 +68,10 @@ enum Cmd {
         #[arg(required = true, value_name = "CONFIG.yaml")]
         files: Vec<PathBuf>,
     },
+    /// Ask a config, offline, what the proxy's authorization decides
+    /// (SPEC §7): check one request, or explain a listener's policy.
+    #[command(subcommand)]
+    Authz(authz::AuthzCmd),
     /// Show the golden metrics of running proxies, per cluster and per
     /// listener: requests/s, success rate, latency, activity, endpoints.
     #[command(after_help = stat::EXAMPLES)]
@@ -195,6 +201,7 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 fn main() -> ExitCode {
     let result = match Cli::parse().cmd {
         Cmd::Validate { files } => return validate(&files),
+        Cmd::Authz(cmd) => return authz::run(&cmd),
         Cmd::Ca(CaCmd::Init {
             trust_domain,
             out,

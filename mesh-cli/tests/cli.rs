@@ -416,6 +416,8 @@ fn every_command_has_an_example_in_its_help() {
         &["token", "create", "--help"],
         &["inspect", "--help"],
         &["validate", "--help"],
+        &["authz", "check", "--help"],
+        &["authz", "explain", "--help"],
         &["stat", "--help"],
         &["wait", "--help"],
         &["fault", "--help"],
