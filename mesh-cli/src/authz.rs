@@ -105,7 +105,7 @@ fn load(file: &Path) -> Result<Config, BadInput> {
         match errors.errors.len() {
             0 | 1 => BadInput(first),
             n => BadInput(format!(
-                "{first} (and {} more problems: see mesh-cli validate {})",
+                "{first} (and {} more: see mesh-cli validate {})",
                 n - 1,
                 file.display()
             )),
