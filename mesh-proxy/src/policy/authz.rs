@@ -2,10 +2,10 @@
 //! matches the caller, method, normalized path and headers allows; none
 //! matching falls to the policy's default (deny once `authz` is present).
 //!
-//! Work in progress for issue 14 (branch `i14-authz`): the config, its
-//! validation and the decision. Not yet wired: the listener-level key and
-//! the route override (`RoutePolicies`), the stage line in
-//! `Policies::apply`, audit logging, counters, `mesh-cli authz`.
+//! Here: the config (`listeners[].authz`, `routes[].authz`), its
+//! validation, the decision, and the runtime stage (403 `UAEX`, audit mode,
+//! counters) that `Policies::apply` runs first; `offline` answers
+//! `mesh-cli authz check` with the same code.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
