@@ -28,6 +28,8 @@ pub(crate) struct ListenerInfo {
     pub http: Option<Arc<HttpContext>>,
     /// The TLS side (handshake failure counters); `None` without `tls:`.
     pub tls: Option<Arc<TlsServer>>,
+    /// A TCP listener's authz (replaced in place by a reload).
+    pub tcp_authz: Option<Arc<crate::policy::authz_tcp::TcpAuthz>>,
 }
 
 /// The current listeners and clusters with the config they came from;

@@ -134,7 +134,7 @@ pub(super) fn listeners_json(rt: &AdminHandle) -> Value {
             let spec = topo.config.listeners.iter().find(|s| s.name == l.name);
             let (protocol, target) = match spec.map(|s| &s.kind) {
                 Some(ListenerKind::Http { routes }) => ("http", json!({ "routes": routes.len() })),
-                Some(ListenerKind::Tcp { cluster }) => ("tcp", json!({ "cluster": cluster })),
+                Some(ListenerKind::Tcp { cluster, .. }) => ("tcp", json!({ "cluster": cluster })),
                 None => ("unknown", json!({})),
             };
             let cx_active = l

@@ -16,6 +16,7 @@ use crate::identity::IdentityStore;
 use crate::identity::server::TlsServer;
 use crate::listener::{self, BoundListener, Drain, Protocol};
 use crate::policy::FaultOverrides;
+use crate::policy::authz_tcp::TcpAuthz;
 use crate::router::{HttpContext, HttpStats, Observe, RouteTable};
 use crate::telemetry::access_log::AccessLog;
 use crate::telemetry::trace::Tracing;
@@ -136,6 +137,7 @@ pub(super) fn prepare(
         address: bound.local_addr,
         http: None,
         tls: tls.clone(),
+        tcp_authz: None,
     };
     let protocol = match &spec.kind {
         ListenerKind::Http { .. } => {
@@ -151,17 +153,22 @@ pub(super) fn prepare(
             info.http = Some(Arc::clone(&ctx));
             Protocol::Http(listener::http_server(ctx, tls))
         }
-        ListenerKind::Tcp { cluster } => Protocol::Tcp {
-            cluster: clusters
-                .get(cluster.as_str())
-                .map(|(_, c)| Arc::clone(c))
-                .ok_or_else(|| AppError::UnknownCluster {
-                    listener: spec.name.clone(),
-                    cluster: cluster.clone(),
-                })?,
-            limits: spec.limits,
-            tls,
-        },
+        ListenerKind::Tcp { cluster, authz } => {
+            let authz = Arc::new(TcpAuthz::new(&spec.name, authz.clone()));
+            info.tcp_authz = Some(Arc::clone(&authz));
+            Protocol::Tcp {
+                cluster: clusters
+                    .get(cluster.as_str())
+                    .map(|(_, c)| Arc::clone(c))
+                    .ok_or_else(|| AppError::UnknownCluster {
+                        listener: spec.name.clone(),
+                        cluster: cluster.clone(),
+                    })?,
+                limits: spec.limits,
+                tls,
+                authz,
+            }
+        }
     };
     Ok(Prepared {
         spec: spec.clone(),

@@ -236,7 +236,7 @@ async fn bind_retrying(spec: &ListenerSpec) -> std::io::Result<BoundListener> {
 /// that cluster was kept as it was.
 fn same_tcp_cluster(spec: &ListenerSpec, previous: &ClusterMap, next: &ClusterMap) -> bool {
     match &spec.kind {
-        ListenerKind::Tcp { cluster } => match (previous.get(cluster), next.get(cluster)) {
+        ListenerKind::Tcp { cluster, .. } => match (previous.get(cluster), next.get(cluster)) {
             (Some((_, a)), Some((_, b))) => Arc::ptr_eq(a, b),
             _ => false,
         },
@@ -248,7 +248,7 @@ fn same_tcp_cluster(spec: &ListenerSpec, previous: &ClusterMap, next: &ClusterMa
 fn same_socket(old: &ListenerSpec, new: &ListenerSpec) -> bool {
     let kind_same = match (&old.kind, &new.kind) {
         (ListenerKind::Http { .. }, ListenerKind::Http { .. }) => true,
-        (ListenerKind::Tcp { cluster: a }, ListenerKind::Tcp { cluster: b }) => a == b,
+        (ListenerKind::Tcp { cluster: a, .. }, ListenerKind::Tcp { cluster: b, .. }) => a == b,
         _ => false,
     };
     kind_same
@@ -268,11 +268,15 @@ fn same_tls_mode(old: &ListenerSpec, new: &ListenerSpec) -> bool {
 }
 
 /// Open connections of `running` re-check their peer against the allow-list
-/// of `spec`, the listener's new config.
+/// of `spec`, the listener's new config, and a TCP listener's tunnels
+/// against its new `authz`.
 fn refresh_allow(running: &Running, spec: &ListenerSpec) {
     match (&running.info.tls, &spec.tls) {
         (Some(server), Some(tls)) if tls.mode == TlsMode::Mutual => server.replace_allow(tls),
         _ => {}
+    }
+    if let (Some(live), ListenerKind::Tcp { authz, .. }) = (&running.info.tcp_authz, &spec.kind) {
+        live.replace(authz.clone());
     }
 }
 

@@ -92,8 +92,15 @@ pub struct ListenerSpec {
 #[derive(Debug, Clone, Serialize)]
 #[serde(tag = "protocol", rename_all = "lowercase")]
 pub enum ListenerKind {
-    Http { routes: Vec<RouteSpec> },
-    Tcp { cluster: String },
+    Http {
+        routes: Vec<RouteSpec>,
+    },
+    Tcp {
+        cluster: String,
+        /// The listener's `authz:`, decided per connection from the caller.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        authz: Option<crate::policy::authz::AuthzSpec>,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

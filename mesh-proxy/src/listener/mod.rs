@@ -131,6 +131,7 @@ pub enum Protocol {
         cluster: Arc<Cluster>,
         limits: LimitsSpec,
         tls: Option<Arc<TlsServer>>,
+        authz: Arc<crate::policy::authz_tcp::TcpAuthz>,
     },
 }
 
@@ -222,12 +223,14 @@ fn spawn_connection(
             cluster,
             limits,
             tls,
+            authz,
         } => {
             let cluster = Arc::clone(cluster);
             let limits = *limits;
             let tls = tls.clone();
+            let authz = Arc::clone(authz);
             tracker.spawn(async move {
-                tcp::serve(stream, peer, &cluster, &limits, tls.as_deref()).await;
+                tcp::serve(stream, peer, &cluster, &limits, tls.as_deref(), &authz).await;
                 drop(permit);
             });
         }

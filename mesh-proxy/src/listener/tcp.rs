@@ -11,35 +11,47 @@ use super::io::{Activity, ActivityIo};
 use crate::cluster::Cluster;
 use crate::config::LimitsSpec;
 use crate::identity::server::TlsServer;
+use crate::policy::authz_tcp::TcpAuthz;
 
 /// Serves one TCP connection; on a `tls:` listener the handshake comes first
 /// and a peer outside the allow-list is closed (logged and counted by
-/// [`TlsServer`]), at the handshake or as soon as a reload drops it.
+/// [`TlsServer`]), at the handshake or as soon as a reload drops it. Then
+/// the listener's `authz` decides the caller ([`TcpAuthz`] logs and counts),
+/// once now and again at each reload.
 pub async fn serve(
     client: TcpStream,
     peer: SocketAddr,
     cluster: &Arc<Cluster>,
     limits: &LimitsSpec,
     tls: Option<&TlsServer>,
+    authz: &TcpAuthz,
 ) {
-    match tls {
-        None => tunnel(client, peer, cluster, limits, std::future::pending()).await,
-        Some(tls) => {
-            let Some((stream, identity)) = tls.accept(client, limits.header_read_timeout).await
-            else {
-                return;
-            };
-            if !identity.is_allowed {
-                return;
-            }
-            match tls.admission(&identity) {
-                Some(admission) => {
-                    let revoked = tls.revoked(&admission, peer, "tcp connection");
-                    tunnel(stream, peer, cluster, limits, revoked).await;
-                }
-                None => tunnel(stream, peer, cluster, limits, std::future::pending()).await,
-            }
+    let Some(tls) = tls else {
+        if authz.admit(None, peer) {
+            let revoked = authz.revoked(None, peer);
+            tunnel(client, peer, cluster, limits, revoked).await;
         }
+        return;
+    };
+    let Some((stream, identity)) = tls.accept(client, limits.header_read_timeout).await else {
+        return;
+    };
+    let caller = identity.spiffe_id.as_ref();
+    if !identity.is_allowed || !authz.admit(caller, peer) {
+        return;
+    }
+    let authz_revoked = authz.revoked(caller, peer);
+    match tls.admission(&identity) {
+        Some(admission) => {
+            let revoked = async {
+                tokio::select! {
+                    () = tls.revoked(&admission, peer, "tcp connection") => {}
+                    () = authz_revoked => {}
+                }
+            };
+            tunnel(stream, peer, cluster, limits, revoked).await;
+        }
+        None => tunnel(stream, peer, cluster, limits, authz_revoked).await,
     }
 }
 

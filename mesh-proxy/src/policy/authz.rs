@@ -180,6 +180,14 @@ impl AuthzSpec {
     }
 }
 
+impl AuthzSpec {
+    /// The decision for a whole connection of a `tcp` listener, whose
+    /// rules can only name callers (validation refuses the rest).
+    pub fn admits_caller(&self, caller: Option<&SpiffeId>) -> Decision {
+        self.decide(caller, &Method::GET, "/", &http::HeaderMap::new())
+    }
+}
+
 /// Validates `authz:` at `at`. `inherited` is the listener's policy when
 /// this one is a route's (its mode and default carry over unless given).
 pub(crate) fn validate(

@@ -10,6 +10,7 @@
 //! limit (shed load before anything else), then fault injection.
 
 pub mod authz;
+pub(crate) mod authz_tcp;
 pub(crate) mod fault;
 pub(crate) mod fault_live;
 pub(crate) mod rate_limit;

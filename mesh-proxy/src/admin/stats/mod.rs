@@ -77,6 +77,16 @@ impl Stats {
                 out.listener(&l.name, &http.stats);
                 out.routes(&l.name, &http.routes.load());
             }
+            if let Some(authz) = &l.tcp_authz {
+                authz.counters(&mut |name, v| {
+                    out.add(
+                        format!("listener.{}.{name}", l.name),
+                        None,
+                        Vec::new(),
+                        int(v),
+                    );
+                });
+            }
             if let Some(tls) = &l.tls {
                 let lab = || vec![("listener", l.name.clone())];
                 let p = format!("tls.{}.", l.name);

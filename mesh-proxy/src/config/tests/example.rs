@@ -269,7 +269,7 @@ fn spec_example_validates_to_the_documented_values() {
     assert_eq!((*status, body.as_ref()), (StatusCode::OK, &b"ok\n"[..]));
 
     let pg = &config.listeners[2];
-    assert!(matches!(&pg.kind, ListenerKind::Tcp { cluster } if cluster == "postgres"));
+    assert!(matches!(&pg.kind, ListenerKind::Tcp { cluster, .. } if cluster == "postgres"));
     let allow = &pg.tls.as_ref().unwrap().allow;
     assert_eq!(
         allow.iter().map(|p| p.as_str()).collect::<Vec<_>>(),

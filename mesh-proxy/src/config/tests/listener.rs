@@ -134,7 +134,38 @@ fn tcp_listener_takes_a_cluster_not_routes() {
     let config = load_ok(&with_listener(
         "{name: db, address: 127.0.0.1:8001, protocol: tcp, cluster: app}",
     ));
-    assert!(matches!(&config.listeners[1].kind, ListenerKind::Tcp { cluster } if cluster == "app"));
+    assert!(
+        matches!(&config.listeners[1].kind, ListenerKind::Tcp { cluster, .. } if cluster == "app")
+    );
+}
+
+/// A tcp listener keeps its `authz` (decided per connection), and
+/// `/config_dump` shows it.
+#[test]
+fn a_tcp_listener_stores_its_authz() {
+    let yaml = with_listener(
+        "{name: db, address: 127.0.0.1:8001, protocol: tcp, cluster: app, \
+         tls: {allow: ['spiffe://mesh.local/**']}, \
+         authz: {mode: audit, rules: [{name: web, from: [spiffe://mesh.local/web]}]}}",
+    );
+    let config = load_with_identity(&yaml).expect("valid");
+    let ListenerKind::Tcp {
+        authz: Some(authz), ..
+    } = &config.listeners[1].kind
+    else {
+        panic!("tcp listener with authz expected");
+    };
+    assert_eq!(authz.mode, crate::policy::authz::Mode::Audit);
+    assert_eq!(authz.rules.len(), 1);
+    let dump = serde_json::to_value(&config.listeners[1]).expect("json");
+    assert_eq!(dump["authz"]["rules"][0]["name"], "web");
+    let plain = load_ok(&with_listener(
+        "{name: db, address: 127.0.0.1:8001, protocol: tcp, cluster: app}",
+    ));
+    assert!(matches!(
+        &plain.listeners[1].kind,
+        ListenerKind::Tcp { authz: None, .. }
+    ));
 }
 
 #[test]

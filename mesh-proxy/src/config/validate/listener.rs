@@ -74,7 +74,7 @@ fn listener(
     let policies =
         crate::policy::ListenerPolicies::validate(cx, at, &mut raw, is_tcp, tls.as_ref());
     let kind = if is_tcp {
-        tcp_kind(cx, at, &raw, shared)
+        tcp_kind(cx, at, &raw, shared, policies.authz.clone())
     } else {
         http_kind(cx, at, &mut raw, shared, &policies)
     };
@@ -96,6 +96,7 @@ fn tcp_kind(
     at: &str,
     raw: &ListenerConfig,
     shared: &Shared<'_>,
+    authz: Option<crate::policy::authz::AuthzSpec>,
 ) -> Option<ListenerKind> {
     if raw.routes.is_some() {
         cx.error(
@@ -113,6 +114,7 @@ fn tcp_kind(
     cluster_ref(cx, &join(at, "cluster"), cluster, shared.clusters);
     Some(ListenerKind::Tcp {
         cluster: cluster.to_owned(),
+        authz,
     })
 }
 

@@ -1,0 +1,193 @@
+//! Authorization of a `tcp` listener (SPEC §7): decided once per
+//! connection, after the handshake, from the caller alone (validation
+//! allows only `from:` there). A reload replaces the policy in place:
+//! tunnels it no longer admits are told and close.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use arc_swap::ArcSwapOption;
+use mesh_ca::SpiffeId;
+use tokio::sync::watch;
+
+use super::authz::{AuthzSpec, Mode};
+
+/// The current policy of one `tcp` listener (`None`: no `authz:`, everyone
+/// the handshake let in is admitted) and what it decided.
+#[derive(Debug)]
+pub struct TcpAuthz {
+    listener: String,
+    current: ArcSwapOption<AuthzSpec>,
+    /// Bumped by each [`TcpAuthz::replace`]; open tunnels re-check then.
+    changed: watch::Sender<u64>,
+    allowed: AtomicU64,
+    denied: AtomicU64,
+    would_deny: AtomicU64,
+    revoked: AtomicU64,
+}
+
+impl TcpAuthz {
+    pub fn new(listener: &str, spec: Option<AuthzSpec>) -> Self {
+        Self {
+            listener: listener.to_owned(),
+            current: ArcSwapOption::from_pointee(spec),
+            changed: watch::channel(0).0,
+            allowed: AtomicU64::new(0),
+            denied: AtomicU64::new(0),
+            would_deny: AtomicU64::new(0),
+            revoked: AtomicU64::new(0),
+        }
+    }
+
+    /// Installs a reloaded policy; open tunnels re-check their caller.
+    pub fn replace(&self, spec: Option<AuthzSpec>) {
+        self.current.store(spec.map(std::sync::Arc::new));
+        self.changed.send_modify(|g| *g += 1);
+    }
+
+    /// Whether the current policy lets `caller` in (audit mode does, once
+    /// logged). `None`: no policy, nothing counted.
+    fn verdict(&self, caller: Option<&SpiffeId>) -> Option<(bool, Mode)> {
+        let spec = self.current.load();
+        let spec = spec.as_deref()?;
+        Some((spec.admits_caller(caller).allowed, spec.mode))
+    }
+
+    /// Decides a new connection from `caller`: a denial is logged and
+    /// counted, and closes it in enforce mode; audit mode lets it through.
+    pub fn admit(&self, caller: Option<&SpiffeId>, peer: std::net::SocketAddr) -> bool {
+        let who = caller_name(caller);
+        match self.verdict(caller) {
+            None => true,
+            Some((true, _)) => {
+                self.allowed.fetch_add(1, Ordering::Relaxed);
+                true
+            }
+            Some((false, Mode::Audit)) => {
+                self.would_deny.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(listener = %self.listener, %peer, caller = %who, "authz audit: would deny tcp connection: no rule admits {who} (mode: audit lets it through)");
+                true
+            }
+            Some((false, Mode::Enforce)) => {
+                self.denied.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(listener = %self.listener, %peer, caller = %who, "authz: tcp connection closed: no rule admits {who}");
+                false
+            }
+        }
+    }
+
+    /// Resolves once a reload installed a policy that denies `caller`
+    /// (enforce mode), logged and counted: the tunnel then closes.
+    pub async fn revoked(&self, caller: Option<&SpiffeId>, peer: std::net::SocketAddr) {
+        let mut changed = self.changed.subscribe();
+        // Checked first too: a reload between `admit` and here counts.
+        while self.verdict(caller) != Some((false, Mode::Enforce)) {
+            if changed.changed().await.is_err() {
+                return std::future::pending().await;
+            }
+        }
+        self.revoked.fetch_add(1, Ordering::Relaxed);
+        let who = caller_name(caller);
+        tracing::info!(listener = %self.listener, %peer, caller = %who, "tcp connection closed: authz no longer admits {who} after a reload");
+    }
+
+    /// `authz.allowed`, `authz.denied`, `authz.would_deny`, `authz.revoked`.
+    pub fn counters(&self, visit: &mut dyn FnMut(&str, u64)) {
+        for (name, n) in [
+            ("authz.allowed", &self.allowed),
+            ("authz.denied", &self.denied),
+            ("authz.would_deny", &self.would_deny),
+            ("authz.revoked", &self.revoked),
+        ] {
+            visit(name, n.load(Ordering::Relaxed));
+        }
+    }
+}
+
+fn caller_name(caller: Option<&SpiffeId>) -> String {
+    caller.map_or_else(|| "unauthenticated".to_owned(), |id| id.to_string())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::time::Duration;
+
+    use mesh_ca::SpiffePattern;
+
+    use super::super::authz::{Caller, Rule};
+    use super::*;
+
+    fn spec(mode: Mode, from: &[&str]) -> AuthzSpec {
+        AuthzSpec {
+            mode,
+            default_allow: false,
+            rules: vec![Rule {
+                name: "r".into(),
+                from: from
+                    .iter()
+                    .map(|p| Caller::Id(SpiffePattern::parse(p).unwrap()))
+                    .collect(),
+                methods: Vec::new(),
+                paths: Vec::new(),
+                headers: Vec::new(),
+            }],
+        }
+    }
+
+    fn id(s: &str) -> SpiffeId {
+        SpiffeId::parse(s).unwrap()
+    }
+
+    fn addr() -> std::net::SocketAddr {
+        "127.0.0.1:1".parse().unwrap()
+    }
+
+    #[test]
+    fn enforce_closes_audit_admits_and_both_count() {
+        let web = id("spiffe://mesh.local/web");
+        let ops = id("spiffe://mesh.local/ops");
+        let authz = TcpAuthz::new(
+            "db",
+            Some(spec(Mode::Enforce, &["spiffe://mesh.local/web"])),
+        );
+        assert!(authz.admit(Some(&web), addr()));
+        assert!(!authz.admit(Some(&ops), addr()));
+        assert!(!authz.admit(None, addr()));
+        authz.replace(Some(spec(Mode::Audit, &["spiffe://mesh.local/web"])));
+        assert!(authz.admit(Some(&ops), addr()));
+        let mut seen = Vec::new();
+        authz.counters(&mut |n, v| seen.push((n.to_owned(), v)));
+        let get = |n: &str| seen.iter().find(|(k, _)| k == n).unwrap().1;
+        assert_eq!(
+            (
+                get("authz.allowed"),
+                get("authz.denied"),
+                get("authz.would_deny")
+            ),
+            (1, 2, 1)
+        );
+        authz.replace(None);
+        assert!(authz.admit(None, addr()), "no policy admits everyone");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn revoked_resolves_only_for_a_caller_the_new_policy_denies() {
+        let web = id("spiffe://mesh.local/web");
+        let api = id("spiffe://mesh.local/api");
+        let both = ["spiffe://mesh.local/web", "spiffe://mesh.local/api"];
+        let authz = TcpAuthz::new("db", Some(spec(Mode::Enforce, &both)));
+        let web_revoked = authz.revoked(Some(&web), addr());
+        let api_revoked = authz.revoked(Some(&api), addr());
+        tokio::pin!(web_revoked, api_revoked);
+        let wait = Duration::from_secs(1);
+        assert!(tokio::time::timeout(wait, &mut web_revoked).await.is_err());
+        authz.replace(Some(spec(Mode::Audit, &["spiffe://mesh.local/api"])));
+        assert!(
+            tokio::time::timeout(wait, &mut web_revoked).await.is_err(),
+            "audit mode closes nothing"
+        );
+        authz.replace(Some(spec(Mode::Enforce, &["spiffe://mesh.local/api"])));
+        assert!(tokio::time::timeout(wait, &mut web_revoked).await.is_ok());
+        assert!(tokio::time::timeout(wait, &mut api_revoked).await.is_err());
+    }
+}
