@@ -5,17 +5,13 @@
 //! admitting a caller closes its tunnels already open.
 
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
-use mesh_ca::testing::{TestCert, TestPki};
+use mesh_ca::testing::TestPki;
 use mesh_tests::{ConfigBuilder, ProxyProcess, free_port};
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
 const TD: &str = "mesh.test";
@@ -75,7 +71,7 @@ impl Setup {
     }
 
     async fn tunnel(&self, id: &str) -> TlsStream<TcpStream> {
-        connect(self.ports.0, &self.pki, &self.pki.leaf(id)).await
+        mesh_tests::mtls::connect(self.ports.0, &self.pki, &self.pki.leaf(id), b"").await
     }
 
     async fn stat(&self, name: &str) -> u64 {
@@ -118,34 +114,6 @@ async fn echo_server() -> std::net::SocketAddr {
     addr
 }
 
-/// An mTLS connection to `port` presenting `cert`.
-async fn connect(port: u16, pki: &TestPki, cert: &TestCert) -> TlsStream<TcpStream> {
-    let mut roots = rustls::RootCertStore::empty();
-    for der in CertificateDer::pem_slice_iter(pki.bundle_pem().as_bytes()) {
-        roots.add(der.expect("bundle pem")).expect("root");
-    }
-    let chain: Vec<CertificateDer<'static>> =
-        CertificateDer::pem_slice_iter(cert.chain_pem.as_bytes())
-            .collect::<Result<_, _>>()
-            .expect("chain pem");
-    let key = PrivateKeyDer::from_pem_slice(cert.key_pem.as_bytes()).expect("key pem");
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .expect("versions")
-        .with_root_certificates(roots)
-        .with_client_auth_cert(chain, key)
-        .expect("client cert");
-    let tcp = TcpStream::connect(("127.0.0.1", port))
-        .await
-        .expect("connect");
-    let name = ServerName::try_from("svc.mesh.test").expect("name");
-    TlsConnector::from(Arc::new(config))
-        .connect(name, tcp)
-        .await
-        .expect("mTLS handshake")
-}
-
 /// Sends `ping` through the tunnel; true when it came back.
 async fn echoes(tunnel: &mut TlsStream<TcpStream>) -> bool {
     if tunnel.write_all(b"ping").await.is_err() || tunnel.flush().await.is_err() {
@@ -180,8 +148,8 @@ async fn a_caller_no_rule_admits_is_closed_after_the_handshake() {
         closed_by_proxy(&mut ops).await,
         "ops's connection stays open"
     );
-    assert!(s.counted("listener.raw.authz.denied", 1).await);
-    assert_eq!(s.stat("listener.raw.authz.allowed").await, 1);
+    assert!(s.counted("authz.raw.denied", 1).await);
+    assert_eq!(s.stat("authz.raw.allowed.clients").await, 1);
     let stderr = s.proxy.stderr_text();
     assert!(
         stderr.contains(&format!("tcp connection closed: no rule admits {OPS}")),
@@ -194,8 +162,8 @@ async fn audit_mode_lets_a_would_be_denied_caller_through_and_counts_it() {
     let s = Setup::start(rules("audit", &[WEB])).await;
     let mut ops = s.tunnel(OPS).await;
     assert!(echoes(&mut ops).await, "ops's tunnel in audit mode");
-    assert!(s.counted("listener.raw.authz.would_deny", 1).await);
-    assert_eq!(s.stat("listener.raw.authz.denied").await, 0);
+    assert!(s.counted("authz.raw.would_deny", 1).await);
+    assert_eq!(s.stat("authz.raw.denied").await, 0);
     let stderr = s.proxy.stderr_text();
     assert!(
         stderr.contains(&format!("would deny tcp connection: no rule admits {OPS}")),
@@ -215,7 +183,7 @@ async fn a_reload_closes_the_open_tunnels_of_a_caller_it_no_longer_admits() {
 
     assert!(closed_by_proxy(&mut web).await, "web's tunnel stays open");
     assert!(echoes(&mut api).await, "api's tunnel was closed too");
-    assert!(s.counted("listener.raw.authz.revoked", 1).await);
+    assert!(s.counted("authz.raw.revoked", 1).await);
     let stderr = s.proxy.stderr_text();
     assert!(
         stderr.contains(&format!("authz no longer admits {WEB} after a reload")),

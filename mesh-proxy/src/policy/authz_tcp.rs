@@ -3,13 +3,15 @@
 //! allows only `from:` there). A reload replaces the policy in place:
 //! tunnels it no longer admits are told and close.
 
+use std::sync::Arc;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use arc_swap::ArcSwapOption;
 use mesh_ca::SpiffeId;
 use tokio::sync::watch;
 
-use super::authz::{AuthzSpec, Mode};
+use super::authz::{AuthzSpec, Decision, Mode};
 
 /// The current policy of one `tcp` listener (`None`: no `authz:`, everyone
 /// the handshake let in is admitted) and what it decided.
@@ -19,7 +21,9 @@ pub struct TcpAuthz {
     current: ArcSwapOption<AuthzSpec>,
     /// Bumped by each [`TcpAuthz::replace`]; open tunnels re-check then.
     changed: watch::Sender<u64>,
-    allowed: AtomicU64,
+    /// Connections allowed, by rule name (`-`: the default); by name, as
+    /// a reload may reorder or rename the rules.
+    allowed: Mutex<Vec<(Arc<str>, u64)>>,
     denied: AtomicU64,
     would_deny: AtomicU64,
     revoked: AtomicU64,
@@ -31,7 +35,7 @@ impl TcpAuthz {
             listener: listener.to_owned(),
             current: ArcSwapOption::from_pointee(spec),
             changed: watch::channel(0).0,
-            allowed: AtomicU64::new(0),
+            allowed: Mutex::new(Vec::new()),
             denied: AtomicU64::new(0),
             would_deny: AtomicU64::new(0),
             revoked: AtomicU64::new(0),
@@ -40,34 +44,54 @@ impl TcpAuthz {
 
     /// Installs a reloaded policy; open tunnels re-check their caller.
     pub fn replace(&self, spec: Option<AuthzSpec>) {
-        self.current.store(spec.map(std::sync::Arc::new));
+        self.current.store(spec.map(Arc::new));
         self.changed.send_modify(|g| *g += 1);
     }
 
-    /// Whether the current policy lets `caller` in (audit mode does, once
-    /// logged). `None`: no policy, nothing counted.
-    fn verdict(&self, caller: Option<&SpiffeId>) -> Option<(bool, Mode)> {
+    /// Whether the listener has `authz` now.
+    pub fn is_configured(&self) -> bool {
+        self.current.load().is_some()
+    }
+
+    /// What the current policy says of `caller`, and its mode. `None`: no
+    /// policy.
+    fn decide(&self, caller: Option<&SpiffeId>) -> Option<(Decision, Mode)> {
         let spec = self.current.load();
         let spec = spec.as_deref()?;
-        Some((spec.admits_caller(caller).allowed, spec.mode))
+        Some((spec.admits_caller(caller), spec.mode))
+    }
+
+    /// Whether the current policy denies `caller` and closes its tunnels.
+    fn closes(&self, caller: Option<&SpiffeId>) -> bool {
+        self.decide(caller)
+            .is_some_and(|(d, mode)| !d.allowed && mode == Mode::Enforce)
+    }
+
+    fn count_allowed(&self, rule: Option<Arc<str>>) {
+        let rule = rule.unwrap_or_else(|| Arc::from("-"));
+        let mut allowed = self.allowed.lock().unwrap_or_else(|p| p.into_inner());
+        match allowed.iter_mut().find(|(name, _)| *name == rule) {
+            Some((_, n)) => *n += 1,
+            None => allowed.push((rule, 1)),
+        }
     }
 
     /// Decides a new connection from `caller`: a denial is logged and
     /// counted, and closes it in enforce mode; audit mode lets it through.
     pub fn admit(&self, caller: Option<&SpiffeId>, peer: std::net::SocketAddr) -> bool {
         let who = caller_name(caller);
-        match self.verdict(caller) {
+        match self.decide(caller) {
             None => true,
-            Some((true, _)) => {
-                self.allowed.fetch_add(1, Ordering::Relaxed);
+            Some((d, _)) if d.allowed => {
+                self.count_allowed(d.rule);
                 true
             }
-            Some((false, Mode::Audit)) => {
+            Some((_, Mode::Audit)) => {
                 self.would_deny.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(listener = %self.listener, %peer, caller = %who, "authz audit: would deny tcp connection: no rule admits {who} (mode: audit lets it through)");
                 true
             }
-            Some((false, Mode::Enforce)) => {
+            Some((_, Mode::Enforce)) => {
                 self.denied.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(listener = %self.listener, %peer, caller = %who, "authz: tcp connection closed: no rule admits {who}");
                 false
@@ -80,7 +104,7 @@ impl TcpAuthz {
     pub async fn revoked(&self, caller: Option<&SpiffeId>, peer: std::net::SocketAddr) {
         let mut changed = self.changed.subscribe();
         // Checked first too: a reload between `admit` and here counts.
-        while self.verdict(caller) != Some((false, Mode::Enforce)) {
+        while !self.closes(caller) {
             if changed.changed().await.is_err() {
                 return std::future::pending().await;
             }
@@ -90,16 +114,21 @@ impl TcpAuthz {
         tracing::info!(listener = %self.listener, %peer, caller = %who, "tcp connection closed: authz no longer admits {who} after a reload");
     }
 
-    /// `authz.allowed`, `authz.denied`, `authz.would_deny`, `authz.revoked`.
+    /// Named as a route's authz counters: `authz.allowed.<rule>` (`-` for
+    /// the default), `authz.denied`, `authz.would_deny`.
     pub fn counters(&self, visit: &mut dyn FnMut(&str, u64)) {
-        for (name, n) in [
-            ("authz.allowed", &self.allowed),
-            ("authz.denied", &self.denied),
-            ("authz.would_deny", &self.would_deny),
-            ("authz.revoked", &self.revoked),
-        ] {
-            visit(name, n.load(Ordering::Relaxed));
+        let allowed = self.allowed.lock().unwrap_or_else(|p| p.into_inner());
+        for (rule, n) in allowed.iter() {
+            visit(&format!("authz.allowed.{rule}"), *n);
         }
+        drop(allowed);
+        visit("authz.denied", self.denied.load(Ordering::Relaxed));
+        visit("authz.would_deny", self.would_deny.load(Ordering::Relaxed));
+    }
+
+    /// Open tunnels closed because a reload stopped admitting their caller.
+    pub fn revoked_count(&self) -> u64 {
+        self.revoked.load(Ordering::Relaxed)
     }
 }
 
@@ -160,7 +189,7 @@ mod tests {
         let get = |n: &str| seen.iter().find(|(k, _)| k == n).unwrap().1;
         assert_eq!(
             (
-                get("authz.allowed"),
+                get("authz.allowed.r"),
                 get("authz.denied"),
                 get("authz.would_deny")
             ),

@@ -78,14 +78,7 @@ impl Stats {
                 out.routes(&l.name, &http.routes.load());
             }
             if let Some(authz) = &l.tcp_authz {
-                authz.counters(&mut |name, v| {
-                    out.add(
-                        format!("listener.{}.{name}", l.name),
-                        None,
-                        Vec::new(),
-                        int(v),
-                    );
-                });
+                out.tcp_authz(&l.name, authz);
             }
             if let Some(tls) = &l.tls {
                 let lab = || vec![("listener", l.name.clone())];
@@ -123,8 +116,7 @@ impl Stats {
     /// `route.<listener>.<route>.<counter>`: the counters of every
     /// route's policies (`fault.aborted`, …), dotted only; the authz
     /// decisions summed per listener (SPEC §7): `authz.<listener>.allowed.
-    /// <rule>`, `.denied`, `.would_deny`, and in Prometheus
-    /// `mesh_authz_decisions_total{listener,rule,decision}`.
+    /// <rule>`, `.denied`, `.would_deny` (see [`Stats::authz`]).
     fn routes(&mut self, listener: &str, table: &RouteTable) {
         let mut authz: Vec<(String, u64)> = Vec::new();
         for route in table.routes() {
@@ -140,7 +132,31 @@ impl Stats {
                 }
             });
         }
-        for (decision, v) in authz {
+        self.authz(listener, authz);
+    }
+
+    /// A tcp listener's authz decisions, and `authz.<listener>.revoked`
+    /// (open tunnels closed by a reload); nothing for one never configured.
+    fn tcp_authz(&mut self, listener: &str, authz: &crate::policy::authz_tcp::TcpAuthz) {
+        let mut sums = Vec::new();
+        authz.counters(&mut |name, v| {
+            if let Some(decision) = name.strip_prefix("authz.") {
+                sums.push((decision.to_owned(), v));
+            }
+        });
+        let revoked = authz.revoked_count();
+        if authz.is_configured() || revoked > 0 || sums.iter().any(|(_, v)| *v > 0) {
+            self.authz(listener, sums);
+            let name = format!("authz.{listener}.revoked");
+            self.add(name, None, Vec::new(), int(revoked));
+        }
+    }
+
+    /// One listener's authz decisions (`allowed.<rule>`, `denied`,
+    /// `would_deny`, each with its count) as `authz.<listener>.<decision>`
+    /// and `mesh_authz_decisions_total{listener,rule,decision}`.
+    fn authz(&mut self, listener: &str, decisions: Vec<(String, u64)>) {
+        for (decision, v) in decisions {
             let (label, rule) = match decision.split_once('.') {
                 Some(("allowed", rule)) => ("allow", rule.to_owned()),
                 _ if decision == "denied" => ("deny", "-".to_owned()),
