@@ -3,13 +3,15 @@
 //! allows only `from:` there). A reload replaces the policy in place:
 //! tunnels it no longer admits are told and close.
 
-use std::sync::Arc;
-use std::sync::Mutex;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
 use mesh_ca::SpiffeId;
 use tokio::sync::watch;
+use tokio::time::Instant;
 
 use super::authz::{AuthzSpec, Decision, Mode};
 
@@ -27,6 +29,7 @@ pub struct TcpAuthz {
     denied: AtomicU64,
     would_deny: AtomicU64,
     revoked: AtomicU64,
+    audited: AuditSeen,
 }
 
 impl TcpAuthz {
@@ -39,6 +42,7 @@ impl TcpAuthz {
             denied: AtomicU64::new(0),
             would_deny: AtomicU64::new(0),
             revoked: AtomicU64::new(0),
+            audited: AuditSeen::default(),
         }
     }
 
@@ -88,6 +92,9 @@ impl TcpAuthz {
             }
             Some((_, Mode::Audit)) => {
                 self.would_deny.fetch_add(1, Ordering::Relaxed);
+                if !self.audited.first_in_a_while(&who) {
+                    return true;
+                }
                 tracing::warn!(listener = %self.listener, %peer, caller = %who, "authz audit: would deny tcp connection: no rule admits {who} (mode: audit lets it through)");
                 true
             }
@@ -132,6 +139,33 @@ impl TcpAuthz {
     }
 }
 
+/// Callers whose would-be denial audit mode logged, each once a minute
+/// (a client reconnecting in a loop logs one line). Bounded: cleared whole
+/// at `AUDIT_CALLERS`.
+#[derive(Debug, Default)]
+struct AuditSeen(Mutex<HashMap<String, Instant>>);
+
+const AUDIT_CALLERS: usize = 4096;
+const AUDIT_EVERY: Duration = Duration::from_secs(60);
+
+impl AuditSeen {
+    fn first_in_a_while(&self, caller: &str) -> bool {
+        let mut seen = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        if seen
+            .get(caller)
+            .is_some_and(|at| now.duration_since(*at) < AUDIT_EVERY)
+        {
+            return false;
+        }
+        if seen.len() >= AUDIT_CALLERS {
+            seen.clear();
+        }
+        seen.insert(caller.to_owned(), now);
+        true
+    }
+}
+
 fn caller_name(caller: Option<&SpiffeId>) -> String {
     caller.map_or_else(|| "unauthenticated".to_owned(), |id| id.to_string())
 }
@@ -139,8 +173,6 @@ fn caller_name(caller: Option<&SpiffeId>) -> String {
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
-    use std::time::Duration;
-
     use mesh_ca::SpiffePattern;
 
     use super::super::authz::{Caller, Rule};
@@ -197,6 +229,16 @@ mod tests {
         );
         authz.replace(None);
         assert!(authz.admit(None, addr()), "no policy admits everyone");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn audit_mode_logs_a_caller_once_a_minute() {
+        let seen = AuditSeen::default();
+        assert!(seen.first_in_a_while("spiffe://mesh.local/ops"));
+        assert!(!seen.first_in_a_while("spiffe://mesh.local/ops"));
+        assert!(seen.first_in_a_while("unauthenticated"));
+        tokio::time::advance(AUDIT_EVERY).await;
+        assert!(seen.first_in_a_while("spiffe://mesh.local/ops"));
     }
 
     #[tokio::test(start_paused = true)]
