@@ -331,9 +331,25 @@ pub(crate) fn check_enforceable(
                     &at,
                     format!("{id} can never match: tls.allow refuses it at the handshake (add it to tls.allow, or remove it here)"),
                 );
+            } else if let Some(allow) = tls.map(|t| &t.allow)
+                && !allow
+                    .iter()
+                    .any(|a| trust_domain(&a.to_string()) == trust_domain(&pattern.to_string()))
+            {
+                cx.error(
+                    &at,
+                    format!("{pattern} can never match: tls.allow admits no identity of its trust domain"),
+                );
             }
         }
     }
+}
+
+/// The trust domain of a SPIFFE ID or pattern as written.
+fn trust_domain(text: &str) -> &str {
+    text.strip_prefix("spiffe://")
+        .and_then(|rest| rest.split('/').next())
+        .unwrap_or_default()
 }
 
 /// `from:` — required and not empty (a rule for nobody is a mistake).

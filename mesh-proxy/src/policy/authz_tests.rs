@@ -284,3 +284,43 @@ async fn audit_mode_lets_a_would_be_denial_through_and_counts_it() {
         "{counted:?}"
     );
 }
+
+/// The errors of a whole config with `listener` as its only listener.
+fn listener_errors(listener: &str) -> String {
+    let yaml = format!(
+        "node: {{ name: t }}\nidentity: {{ cert: /nonexistent.crt, key: /nonexistent.key, trust_bundle: /nonexistent.pem }}\nlisteners:\n{listener}clusters:\n  - {{ name: app, endpoints: [127.0.0.1:1] }}\n"
+    );
+    match crate::config::load_str(&yaml, "t.yaml", Path::new(".")) {
+        Ok(_) => String::new(),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[test]
+fn rules_a_listener_could_never_enforce_are_validation_errors() {
+    let tcp = "  - name: raw\n    address: 127.0.0.1:0\n    protocol: tcp\n    cluster: app\n    tls: { mode: mutual, allow: ['spiffe://mesh.local/**'] }\n    authz: { rules: [ { name: r, from: [spiffe://mesh.local/web], methods: [GET], paths: [/x], headers: { a: b } } ] }\n";
+    let e = listener_errors(tcp);
+    for key in ["methods", "paths", "headers"] {
+        let at = format!("listeners[0].authz.rules[0].{key}");
+        assert!(e.contains(&at) && e.contains("tcp listener"), "{key}: {e}");
+    }
+    let plain = "  - name: http\n    address: 127.0.0.1:0\n    authz: { rules: [ { name: r, from: [spiffe://mesh.local/web, unauthenticated] } ] }\n    routes: [ { match: { prefix: / }, cluster: app } ]\n";
+    let e = listener_errors(plain);
+    assert!(
+        e.contains("listeners[0].authz.rules[0].from[0]") && e.contains("no mutual TLS"),
+        "{e}"
+    );
+    assert!(!e.contains("from[1]"), "unauthenticated is fine there: {e}");
+    let outside = "  - name: http\n    address: 127.0.0.1:0\n    tls: { mode: mutual, allow: [spiffe://mesh.local/web] }\n    authz: { rules: [ { name: r, from: [spiffe://mesh.local/web, spiffe://mesh.local/ops, 'spiffe://other.local/**'] } ] }\n    routes: [ { match: { prefix: / }, cluster: app } ]\n";
+    let e = listener_errors(outside);
+    assert!(!e.contains("from[0]"), "web is allowed: {e}");
+    assert!(
+        e.contains("listeners[0].authz.rules[0].from[1]") && e.contains("tls.allow refuses it"),
+        "{e}"
+    );
+    assert!(
+        e.contains("listeners[0].authz.rules[0].from[2]")
+            && e.contains("no identity of its trust domain"),
+        "{e}"
+    );
+}
