@@ -194,6 +194,41 @@ async fn every_cell_of_the_decision_matrix_over_http1_and_http2() {
             assert_eq!(rec["authz_rule"], *rule, "{rec}");
         }
     }
+    // `mesh-cli authz check` answers the same cases offline, from the
+    // running proxy's own config file, exactly as the proxy did.
+    let cli = mesh_tests::bin_path("mesh-cli").expect("mesh-cli");
+    for (who, method, path, want, rule) in MATRIX {
+        let out = std::process::Command::new(&cli)
+            .arg("authz")
+            .arg("check")
+            .arg(proxy.config_path())
+            .args([
+                "--listener",
+                "ingress",
+                "--from",
+                &format!("spiffe://{TD}/{who}"),
+            ])
+            .args(["--method", method, "--path", path])
+            .output()
+            .expect("mesh-cli authz check");
+        let said = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        let expected = if *want == 200 {
+            format!("ALLOW (rule {rule})")
+        } else {
+            "DENY (no rule matched; default deny)".to_owned()
+        };
+        assert_eq!(
+            said,
+            expected,
+            "{who} {method} {path}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(
+            out.status.code(),
+            Some(if *want == 200 { 0 } else { 1 }),
+            "{who} {method} {path}"
+        );
+    }
     let denied = admin_stat(p.admin, "authz.ingress.denied").await;
     assert_eq!(denied, Some(2 * 6), "six denied cells, twice");
     assert_eq!(
