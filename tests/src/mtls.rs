@@ -12,7 +12,8 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use mesh_ca::testing::{TestCert, TestPki};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
@@ -108,4 +109,43 @@ pub async fn get_h1(tx: &mut Http1) -> (u16, String) {
 
 pub async fn get_h2(tx: &mut Http2) -> (u16, String) {
     get(tx.send_request(request())).await
+}
+
+/// A TCP echo server: every connection gets its bytes back.
+pub async fn echo_server() -> std::net::SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind echo");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let (mut r, mut w) = stream.split();
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+            });
+        }
+    });
+    addr
+}
+
+/// Sends `ping` through the tunnel; true when it came back.
+pub async fn echoes(tunnel: &mut TlsStream<TcpStream>) -> bool {
+    if tunnel.write_all(b"ping").await.is_err() || tunnel.flush().await.is_err() {
+        return false;
+    }
+    let mut buf = [0u8; 4];
+    matches!(
+        tokio::time::timeout(DEADLINE, tunnel.read_exact(&mut buf)).await,
+        Ok(Ok(_)) if &buf == b"ping"
+    )
+}
+
+/// Waits for the proxy to end the tunnel (EOF or reset), within DEADLINE.
+pub async fn closed_by_proxy(tunnel: &mut TlsStream<TcpStream>) -> bool {
+    let mut buf = [0u8; 64];
+    loop {
+        match tokio::time::timeout(DEADLINE, tunnel.read(&mut buf)).await {
+            Err(_) => return false,
+            Ok(Ok(0) | Err(_)) => return true,
+            Ok(Ok(_)) => {}
+        }
+    }
 }

@@ -8,11 +8,10 @@ use std::path::Path;
 use std::time::Duration;
 
 use mesh_ca::testing::{TestCert, TestPki};
-use mesh_tests::mtls::{connect, get_h1, get_h2, h1, h2};
+use mesh_tests::mtls::{closed_by_proxy, connect, echo_server, echoes, get_h1, get_h2, h1, h2};
 use mesh_tests::{ConfigBuilder, LedgerUpstream, ProxyProcess, free_port, route_prefix};
 use serde_json::json;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 
 const TD: &str = "mesh.test";
@@ -70,45 +69,6 @@ async fn start_allowing_both(
     )
     .await
     .expect("proxy starts")
-}
-
-/// A TCP echo server: every connection gets its bytes back.
-async fn echo_server() -> std::net::SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind echo");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move {
-        while let Ok((mut stream, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let (mut r, mut w) = stream.split();
-                let _ = tokio::io::copy(&mut r, &mut w).await;
-            });
-        }
-    });
-    addr
-}
-
-/// Sends `ping` through the tunnel; true when it came back.
-async fn echoes(tunnel: &mut TlsStream<TcpStream>) -> bool {
-    if tunnel.write_all(b"ping").await.is_err() || tunnel.flush().await.is_err() {
-        return false;
-    }
-    let mut buf = [0u8; 4];
-    matches!(
-        tokio::time::timeout(DEADLINE, tunnel.read_exact(&mut buf)).await,
-        Ok(Ok(_)) if &buf == b"ping"
-    )
-}
-
-/// Waits for the proxy to end the tunnel (EOF or reset), within DEADLINE.
-async fn closed_by_proxy(tunnel: &mut TlsStream<TcpStream>) -> bool {
-    let mut buf = [0u8; 64];
-    loop {
-        match tokio::time::timeout(DEADLINE, tunnel.read(&mut buf)).await {
-            Err(_) => return false,
-            Ok(Ok(0) | Err(_)) => return true,
-            Ok(Ok(_)) => {}
-        }
-    }
 }
 
 async fn stat(admin: u16, name: &str) -> u64 {

@@ -69,6 +69,20 @@ fn write_pki(d: &Path) -> TestPki {
     pki
 }
 
+/// A folder with the test CA's certificates, the ledger upstream and free
+/// ports: what every test here starts from.
+async fn fixture() -> (tempfile::TempDir, TestPki, LedgerUpstream, Ports) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pki = write_pki(dir.path());
+    let ledger = LedgerUpstream::start().await.expect("ledger");
+    let p = Ports {
+        ingress: free_port(),
+        audited: free_port(),
+        admin: free_port(),
+    };
+    (dir, pki, ledger, p)
+}
+
 /// (status, lower-case head, body) of one request as `who`.
 async fn call(
     d: &Path,
@@ -132,15 +146,8 @@ const MATRIX: &[(&str, &str, &str, u16, &str)] = &[
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_cell_of_the_decision_matrix_over_http1_and_http2() {
-    let dir = tempfile::tempdir().expect("tempdir");
+    let (dir, _pki, ledger, p) = fixture().await;
     let d = dir.path();
-    write_pki(d);
-    let ledger = LedgerUpstream::start().await.expect("ledger");
-    let p = Ports {
-        ingress: free_port(),
-        audited: free_port(),
-        admin: free_port(),
-    };
     let cfg = config(d, &p, &ledger.addr().to_string(), web_reads());
     let proxy = ProxyProcess::start_and_wait(&cfg, &[], &[p.ingress, p.audited, p.admin])
         .await
@@ -239,15 +246,8 @@ async fn every_cell_of_the_decision_matrix_over_http1_and_http2() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn audit_mode_lets_a_would_be_denial_through_and_counts_it() {
-    let dir = tempfile::tempdir().expect("tempdir");
+    let (dir, _pki, ledger, p) = fixture().await;
     let d = dir.path();
-    write_pki(d);
-    let ledger = LedgerUpstream::start().await.expect("ledger");
-    let p = Ports {
-        ingress: free_port(),
-        audited: free_port(),
-        admin: free_port(),
-    };
     let cfg = config(d, &p, &ledger.addr().to_string(), web_reads());
     let proxy = ProxyProcess::start_and_wait(&cfg, &[], &[p.ingress, p.audited, p.admin])
         .await
@@ -283,15 +283,8 @@ async fn audit_mode_lets_a_would_be_denial_through_and_counts_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reload_applies_the_new_policy_to_the_next_request_of_an_open_connection() {
-    let dir = tempfile::tempdir().expect("tempdir");
+    let (dir, pki, ledger, p) = fixture().await;
     let d = dir.path();
-    let pki = write_pki(d);
-    let ledger = LedgerUpstream::start().await.expect("ledger");
-    let p = Ports {
-        ingress: free_port(),
-        audited: free_port(),
-        admin: free_port(),
-    };
     let addr = ledger.addr().to_string();
     let cfg = config(d, &p, &addr, web_reads());
     let proxy = ProxyProcess::start_and_wait(&cfg, &[], &[p.ingress, p.audited, p.admin])

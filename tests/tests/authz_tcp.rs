@@ -8,10 +8,10 @@ use std::path::Path;
 use std::time::Duration;
 
 use mesh_ca::testing::TestPki;
+use mesh_tests::mtls::{closed_by_proxy, echo_server, echoes};
 use mesh_tests::{ConfigBuilder, ProxyProcess, free_port};
 use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 
 const TD: &str = "mesh.test";
@@ -96,45 +96,6 @@ impl Setup {
         let applied = self.counted("server.config_reload_total", 1).await;
         assert!(applied, "reload not applied: {}", self.proxy.stderr_text());
         assert_eq!(self.stat("server.config_reload_failed").await, 0);
-    }
-}
-
-/// A TCP echo server: every connection gets its bytes back.
-async fn echo_server() -> std::net::SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind echo");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move {
-        while let Ok((mut stream, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let (mut r, mut w) = stream.split();
-                let _ = tokio::io::copy(&mut r, &mut w).await;
-            });
-        }
-    });
-    addr
-}
-
-/// Sends `ping` through the tunnel; true when it came back.
-async fn echoes(tunnel: &mut TlsStream<TcpStream>) -> bool {
-    if tunnel.write_all(b"ping").await.is_err() || tunnel.flush().await.is_err() {
-        return false;
-    }
-    let mut buf = [0u8; 4];
-    matches!(
-        tokio::time::timeout(DEADLINE, tunnel.read_exact(&mut buf)).await,
-        Ok(Ok(_)) if &buf == b"ping"
-    )
-}
-
-/// Waits for the proxy to end the tunnel (EOF or reset), within DEADLINE.
-async fn closed_by_proxy(tunnel: &mut TlsStream<TcpStream>) -> bool {
-    let mut buf = [0u8; 64];
-    loop {
-        match tokio::time::timeout(DEADLINE, tunnel.read(&mut buf)).await {
-            Err(_) => return false,
-            Ok(Ok(0) | Err(_)) => return true,
-            Ok(Ok(_)) => {}
-        }
     }
 }
 
