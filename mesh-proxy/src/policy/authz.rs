@@ -163,14 +163,28 @@ impl AuthzSpec {
         path: &str,
         headers: &http::HeaderMap,
     ) -> Decision {
-        match self
-            .rules
+        self.decision(self.first_match(caller, method, path, headers))
+    }
+
+    /// The index of the first rule that matches, if any.
+    fn first_match(
+        &self,
+        caller: Option<&SpiffeId>,
+        method: &Method,
+        path: &str,
+        headers: &http::HeaderMap,
+    ) -> Option<usize> {
+        self.rules
             .iter()
-            .find(|r| r.matches(caller, method, path, headers))
-        {
-            Some(rule) => Decision {
+            .position(|r| r.matches(caller, method, path, headers))
+    }
+
+    /// The decision of rule `matched` (`None`: the default's).
+    fn decision(&self, matched: Option<usize>) -> Decision {
+        match matched {
+            Some(i) => Decision {
                 allowed: true,
-                rule: Some(Arc::clone(&rule.name)),
+                rule: Some(Arc::clone(&self.rules[i].name)),
             },
             None => Decision {
                 allowed: self.default_allow,
@@ -398,15 +412,12 @@ impl Authz {
     /// and logged (once a minute per caller, route and method) and counted
     /// in audit mode, where the request goes on.
     pub(crate) fn check(&self, req: &RequestView<'_>, route: &str) -> Result<Decision, ProxyError> {
-        let d = self
+        let matched = self
             .spec
-            .decide(req.peer, req.method, req.path, req.headers);
+            .first_match(req.peer, req.method, req.path, req.headers);
+        let d = self.spec.decision(matched);
         if d.allowed {
-            let i = d
-                .rule
-                .as_ref()
-                .and_then(|r| self.spec.rules.iter().position(|x| &x.name == r))
-                .unwrap_or(self.spec.rules.len());
+            let i = matched.unwrap_or(self.spec.rules.len()); // the default's: last
             self.allowed[i].fetch_add(1, Ordering::Relaxed);
             return Ok(d);
         }
@@ -438,31 +449,46 @@ impl Authz {
     }
 }
 
-/// Would-be denials already logged in audit mode: each (caller, route,
-/// method) once a minute. Bounded: a caller inventing methods cannot grow
-/// it past `AUDIT_KEYS` (it is cleared whole then).
-#[derive(Debug, Default)]
-struct AuditLog(Mutex<HashMap<(String, String, Method), Instant>>);
+/// Audit-mode keys logged in the last minute; a caller inventing keys
+/// (methods) cannot grow it past `AUDIT_KEYS` (it is cleared whole then).
+#[derive(Debug)]
+pub(crate) struct AuditSeen<K>(Mutex<HashMap<K, Instant>>);
+
+impl<K> Default for AuditSeen<K> {
+    fn default() -> Self {
+        Self(Mutex::new(HashMap::new()))
+    }
+}
 
 const AUDIT_KEYS: usize = 4096;
-const AUDIT_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
+pub(crate) const AUDIT_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
 
-impl AuditLog {
-    fn note(&self, caller: &str, route: &str, method: &Method, path: &str) {
+impl<K: std::hash::Hash + Eq> AuditSeen<K> {
+    /// Whether `key` was not seen in the last minute (it is now).
+    pub(crate) fn first_in_a_while(&self, key: K) -> bool {
         let mut seen = self.0.lock().unwrap_or_else(|p| p.into_inner());
         let now = Instant::now();
-        let key = (caller.to_owned(), route.to_owned(), method.clone());
         if seen
             .get(&key)
             .is_some_and(|at| now.duration_since(*at) < AUDIT_EVERY)
         {
-            return;
+            return false;
         }
         if seen.len() >= AUDIT_KEYS {
             seen.clear();
         }
         seen.insert(key, now);
-        tracing::warn!(caller, route, %method, path, "authz audit: would deny (mode: audit lets it through)");
+        true
+    }
+}
+
+type AuditLog = AuditSeen<(String, String, Method)>;
+impl AuditLog {
+    fn note(&self, caller: &str, route: &str, method: &Method, path: &str) {
+        let key = (caller.to_owned(), route.to_owned(), method.clone());
+        if self.first_in_a_while(key) {
+            tracing::warn!(caller, route, %method, path, "authz audit: would deny (mode: audit lets it through)");
+        }
     }
 }
 

@@ -3,17 +3,14 @@
 //! allows only `from:` there). A reload replaces the policy in place:
 //! tunnels it no longer admits are told and close.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
 use mesh_ca::SpiffeId;
 use tokio::sync::watch;
-use tokio::time::Instant;
 
-use super::authz::{AuthzSpec, Decision, Mode};
+use super::authz::{AuditSeen, AuthzSpec, Decision, Mode};
 
 /// The current policy of one `tcp` listener (`None`: no `authz:`, everyone
 /// the handshake let in is admitted) and what it decided.
@@ -29,7 +26,7 @@ pub struct TcpAuthz {
     denied: AtomicU64,
     would_deny: AtomicU64,
     revoked: AtomicU64,
-    audited: AuditSeen,
+    audited: AuditSeen<String>,
 }
 
 impl TcpAuthz {
@@ -92,7 +89,7 @@ impl TcpAuthz {
             }
             Some((_, Mode::Audit)) => {
                 self.would_deny.fetch_add(1, Ordering::Relaxed);
-                if !self.audited.first_in_a_while(&who) {
+                if !self.audited.first_in_a_while(who.clone()) {
                     return true;
                 }
                 tracing::warn!(listener = %self.listener, %peer, caller = %who, "authz audit: would deny tcp connection: no rule admits {who} (mode: audit lets it through)");
@@ -139,33 +136,6 @@ impl TcpAuthz {
     }
 }
 
-/// Callers whose would-be denial audit mode logged, each once a minute
-/// (a client reconnecting in a loop logs one line). Bounded: cleared whole
-/// at `AUDIT_CALLERS`.
-#[derive(Debug, Default)]
-struct AuditSeen(Mutex<HashMap<String, Instant>>);
-
-const AUDIT_CALLERS: usize = 4096;
-const AUDIT_EVERY: Duration = Duration::from_secs(60);
-
-impl AuditSeen {
-    fn first_in_a_while(&self, caller: &str) -> bool {
-        let mut seen = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        let now = Instant::now();
-        if seen
-            .get(caller)
-            .is_some_and(|at| now.duration_since(*at) < AUDIT_EVERY)
-        {
-            return false;
-        }
-        if seen.len() >= AUDIT_CALLERS {
-            seen.clear();
-        }
-        seen.insert(caller.to_owned(), now);
-        true
-    }
-}
-
 fn caller_name(caller: Option<&SpiffeId>) -> String {
     caller.map_or_else(|| "unauthenticated".to_owned(), |id| id.to_string())
 }
@@ -177,6 +147,9 @@ mod tests {
 
     use super::super::authz::{Caller, Rule};
     use super::*;
+    use std::time::Duration;
+
+    use crate::policy::authz::AUDIT_EVERY;
 
     fn spec(mode: Mode, from: &[&str]) -> AuthzSpec {
         AuthzSpec {
